@@ -1,0 +1,194 @@
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Registry merges the sources and gives every session a small integer ID.
+// An ID is handed out once: while the server runs it never names another
+// session, even after its own session has ended.
+type Registry struct {
+	mu      sync.Mutex
+	sources []Source
+	next    int
+	ids     map[string]int // source name + "\x00" + key -> ID
+}
+
+// NewRegistry returns an empty registry; add sources with AddSource.
+func NewRegistry() *Registry {
+	return &Registry{next: 1, ids: make(map[string]int)}
+}
+
+// AddSource adds a source. Sources are listed in the order they were added.
+func (r *Registry) AddSource(s Source) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sources = append(r.sources, s)
+}
+
+// Sources returns the names of the configured sources.
+func (r *Registry) Sources() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, len(r.sources))
+	for i, s := range r.sources {
+		names[i] = s.Name()
+	}
+	return names
+}
+
+// IDFor returns the ID of the session with this key in this source,
+// allocating the next free one if the session is new.
+func (r *Registry) IDFor(source, key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.idForLocked(source + "\x00" + key)
+}
+
+func (r *Registry) idForLocked(k string) int {
+	if id, ok := r.ids[k]; ok {
+		return id
+	}
+	id := r.next
+	r.next++
+	r.ids[k] = id
+	return id
+}
+
+// SourceError is a source that could not be listed; the others still are.
+type SourceError struct {
+	Source string
+	Err    error
+}
+
+func (e *SourceError) Error() string { return fmt.Sprintf("%s sessions: %v", e.Source, e.Err) }
+func (e *SourceError) Unwrap() error { return e.Err }
+
+// List returns every session of every source, sorted by ID. A source that
+// fails is reported in errs and its sessions keep their IDs.
+func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
+	r.mu.Lock()
+	sources := append([]Source(nil), r.sources...)
+	firstNew := r.next
+	r.mu.Unlock()
+
+	type result struct {
+		list []Session
+		err  error
+	}
+	results := make([]result, len(sources))
+	var wg sync.WaitGroup
+	for i, src := range sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i].list, results[i].err = src.List(ctx)
+		}()
+	}
+	wg.Wait()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := make(map[string]bool)
+	failed := make(map[string]bool)
+	for i, src := range sources {
+		name := src.Name()
+		if results[i].err != nil {
+			failed[name] = true
+			errs = append(errs, &SourceError{Source: name, Err: results[i].err})
+			continue
+		}
+		for _, s := range results[i].list {
+			k := name + "\x00" + s.Key
+			s.ID = r.idForLocked(k)
+			s.Source = name
+			seen[k] = true
+			all = append(all, s)
+		}
+	}
+	// Forget sessions that have gone, so the map does not grow without
+	// bound. Only entries that existed before this listing started can be
+	// judged gone: one allocated meanwhile may belong to a session that
+	// started after its source was read.
+	for k, id := range r.ids {
+		if id >= firstNew || seen[k] {
+			continue
+		}
+		src, _, _ := strings.Cut(k, "\x00")
+		if !failed[src] {
+			delete(r.ids, k)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	return all, errs
+}
+
+// MaxIDDigits bounds how long a numeric session ID argument may be.
+const MaxIDDigits = 9
+
+// IsID reports whether target is written as a session ID (digits only).
+func IsID(target string) bool {
+	if target == "" || len(target) > MaxIDDigits {
+		return false
+	}
+	for _, c := range target {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Find returns the one session that target names: an ID, or a session name
+// that must match exactly one session (case-insensitive). It never guesses.
+func Find(list []Session, target string) (Session, error) {
+	if IsID(target) {
+		id, _ := strconv.Atoi(target)
+		for _, s := range list {
+			if s.ID == id {
+				return s, nil
+			}
+		}
+		return Session{}, fmt.Errorf("%w: no session has ID %d", ErrNotFound, id)
+	}
+	var match []Session
+	for _, s := range list {
+		if strings.EqualFold(s.Name, target) {
+			match = append(match, s)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return Session{}, fmt.Errorf("%w: no session is named %q", ErrNotFound, target)
+	case 1:
+		return match[0], nil
+	default:
+		ids := make([]string, len(match))
+		for i, s := range match {
+			ids[i] = strconv.Itoa(s.ID)
+		}
+		return Session{}, fmt.Errorf("%w: %d sessions are named %q (IDs %s); use the ID",
+			ErrAmbiguous, len(match), target, strings.Join(ids, ", "))
+	}
+}
+
+// Logoff ends s through the source that listed it.
+func (r *Registry) Logoff(ctx context.Context, s Session, report Reporter) error {
+	r.mu.Lock()
+	var src Source
+	for _, candidate := range r.sources {
+		if candidate.Name() == s.Source {
+			src = candidate
+		}
+	}
+	r.mu.Unlock()
+	if src == nil {
+		return fmt.Errorf("%w: source %q is not configured", ErrNotFound, s.Source)
+	}
+	return src.Logoff(ctx, s, report)
+}

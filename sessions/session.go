@@ -1,0 +1,93 @@
+// Package sessions is the model of what tsadmin lists and ends: the Session,
+// the Source interface that each kind of session (tsadmin's own SSH shells,
+// the host's utmp logins, systemd-logind) implements, and the Registry that
+// merges the sources and hands out small stable IDs that are never reused
+// while the server runs, so that `query` then `logoff N` cannot hit a
+// different session.
+package sessions
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// State is the classic Terminal Server session state.
+type State string
+
+// The states a session can be in.
+const (
+	Active State = "Active"
+	Idle   State = "Idle"
+	Disc   State = "Disc"
+)
+
+// IdleAfter is how long a session may go without input before it is shown
+// as Idle rather than Active.
+const IdleAfter = 5 * time.Minute
+
+// Session is one row of `query session`.
+type Session struct {
+	ID        int           // registry ID, stable while the session lives
+	Name      string        // ssh#4, pts/3, tty1, or a logind session name
+	User      string        // admin identity for tsadmin sessions; host user otherwise
+	State     State         // Active, Idle or Disc
+	Type      string        // tsadmin, sshd, login, ... (where it comes from)
+	Device    string        // remote address or host, if any
+	LogonTime time.Time     // when the session started
+	IdleTime  time.Duration // time since the last input, if known
+	Source    string        // the Source that reported it
+	// Key identifies the session inside its source; the registry maps it to
+	// the ID. It must change if the underlying session is replaced (a new
+	// login on the same terminal gets a new key), so that IDs are never
+	// carried over to another session.
+	Key string
+	// Admin is the tsadmin identity that owns the session, set only for
+	// tsadmin's own sessions. It decides "your own session".
+	Admin string
+}
+
+// StateFor derives Active or Idle from an idle time.
+func StateFor(idle time.Duration) State {
+	if idle >= IdleAfter {
+		return Idle
+	}
+	return Active
+}
+
+// Reporter receives the step-by-step account of a logoff for /v.
+// It may be nil.
+type Reporter func(format string, args ...any)
+
+// Report calls r if it is set.
+func (r Reporter) Report(format string, args ...any) {
+	if r != nil {
+		r(format, args...)
+	}
+}
+
+// Source is one kind of session: it lists what it knows and ends one of its
+// own sessions.
+type Source interface {
+	// Name is the source's configuration name: shell, host or logind.
+	Name() string
+	// List returns the current sessions with Key, and not ID, set.
+	List(ctx context.Context) ([]Session, error)
+	// Logoff ends the session s, which came from this source's List, and
+	// returns once it is gone, or an error saying what survived.
+	Logoff(ctx context.Context, s Session, report Reporter) error
+}
+
+// Errors a logoff or lookup can end with. Callers compare with errors.Is.
+var (
+	// ErrNotFound: no session has that ID or name.
+	ErrNotFound = errors.New("no such session")
+	// ErrAmbiguous: a name matches more than one session.
+	ErrAmbiguous = errors.New("session name is not unique")
+	// ErrPrivilege: the operating system refused the server (it lacks root,
+	// CAP_KILL or the polkit right); distinct from the admin lacking
+	// permission.
+	ErrPrivilege = errors.New("the server lacks the privilege to end this session")
+	// ErrSurvived: the session did not end within the grace period.
+	ErrSurvived = errors.New("the session did not end")
+)

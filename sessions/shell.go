@@ -1,0 +1,145 @@
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// ShellType is the TYPE column of tsadmin's own sessions.
+const ShellType = "tsadmin"
+
+// ShellSource is tsadmin's own SSH sessions. It is always on. The SSH
+// server adds a session when a client's shell or command starts and removes
+// it when it ends.
+type ShellSource struct {
+	reg *Registry
+
+	mu       sync.Mutex
+	sessions map[string]*ShellSession
+	seq      uint64
+}
+
+// NewShellSource returns the shell source; it takes its IDs from reg.
+func NewShellSource(reg *Registry) *ShellSource {
+	return &ShellSource{reg: reg, sessions: make(map[string]*ShellSession)}
+}
+
+// ShellSession is one live tsadmin session, owned by the SSH server.
+type ShellSession struct {
+	src    *ShellSource
+	key    string
+	id     int
+	admin  string
+	device string
+	logon  time.Time
+	kick   func(by string)
+	done   chan struct{}
+
+	mu        sync.Mutex
+	lastInput time.Time
+	closed    bool
+}
+
+// Add registers a new session of admin connected from device. kick is
+// called, once, to end it from outside (a logoff by someone else or by the
+// admin from another session); it must make the connection close.
+func (src *ShellSource) Add(admin, device string, kick func(by string)) *ShellSession {
+	src.mu.Lock()
+	src.seq++
+	key := strconv.FormatUint(src.seq, 10)
+	src.mu.Unlock()
+
+	now := time.Now()
+	s := &ShellSession{
+		src: src, key: key, admin: admin, device: device,
+		logon: now, lastInput: now, kick: kick, done: make(chan struct{}),
+	}
+	s.id = src.reg.IDFor(src.Name(), key)
+	src.mu.Lock()
+	src.sessions[key] = s
+	src.mu.Unlock()
+	return s
+}
+
+// ID is the registry ID of the session.
+func (s *ShellSession) ID() int { return s.id }
+
+// Name is the session name shown in listings, ssh#ID.
+func (s *ShellSession) Name() string { return "ssh#" + strconv.Itoa(s.id) }
+
+// Touch records input from the client, for the idle time.
+func (s *ShellSession) Touch() {
+	s.mu.Lock()
+	s.lastInput = time.Now()
+	s.mu.Unlock()
+}
+
+// Close removes the session from the listing. It is safe to call more than
+// once.
+func (s *ShellSession) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.src.mu.Lock()
+	delete(s.src.sessions, s.key)
+	s.src.mu.Unlock()
+	close(s.done)
+}
+
+// Name implements Source.
+func (src *ShellSource) Name() string { return "shell" }
+
+// List implements Source.
+func (src *ShellSource) List(ctx context.Context) ([]Session, error) {
+	src.mu.Lock()
+	live := make([]*ShellSession, 0, len(src.sessions))
+	for _, s := range src.sessions {
+		live = append(live, s)
+	}
+	src.mu.Unlock()
+
+	now := time.Now()
+	out := make([]Session, 0, len(live))
+	for _, s := range live {
+		s.mu.Lock()
+		idle := now.Sub(s.lastInput)
+		s.mu.Unlock()
+		out = append(out, Session{
+			Name: s.Name(), User: s.admin, State: StateFor(idle), Type: ShellType,
+			Device: s.device, LogonTime: s.logon, IdleTime: idle, Key: s.key, Admin: s.admin,
+		})
+	}
+	return out, nil
+}
+
+// Logoff implements Source: it asks the connection to close and waits until
+// the session has gone.
+func (src *ShellSource) Logoff(ctx context.Context, target Session, report Reporter) error {
+	src.mu.Lock()
+	s := src.sessions[target.Key]
+	src.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("%w: session %d has already ended", ErrNotFound, target.ID)
+	}
+	report.Report("closing the SSH connection of %s (%s) from %s", s.Name(), s.admin, s.device)
+	by, _ := ctx.Value(ByKey{}).(string)
+	s.kick(by)
+	select {
+	case <-s.done:
+		report.Report("session %d ended", target.ID)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: session %d is still open: %v", ErrSurvived, target.ID, ctx.Err())
+	}
+}
+
+// ByKey is the context key under which the name of the admin who asked for
+// a logoff travels to the source, so the target can be told who ended it.
+type ByKey struct{}
