@@ -154,7 +154,7 @@ func Find(list []Session, target string) (Session, error) {
 				return s, nil
 			}
 		}
-		return Session{}, fmt.Errorf("%w: no session has ID %d", ErrNotFound, id)
+		return Session{}, Errorf(ErrNotFound, "no session has ID %d", id)
 	}
 	var match []Session
 	for _, s := range list {
@@ -164,7 +164,7 @@ func Find(list []Session, target string) (Session, error) {
 	}
 	switch len(match) {
 	case 0:
-		return Session{}, fmt.Errorf("%w: no session is named %q", ErrNotFound, target)
+		return Session{}, Errorf(ErrNotFound, "no session is named %q", target)
 	case 1:
 		return match[0], nil
 	default:
@@ -172,23 +172,41 @@ func Find(list []Session, target string) (Session, error) {
 		for i, s := range match {
 			ids[i] = strconv.Itoa(s.ID)
 		}
-		return Session{}, fmt.Errorf("%w: %d sessions are named %q (IDs %s); use the ID",
-			ErrAmbiguous, len(match), target, strings.Join(ids, ", "))
+		return Session{}, Errorf(ErrAmbiguous, "%d sessions are named %q (IDs %s); use the ID",
+			len(match), target, strings.Join(ids, ", "))
 	}
+}
+
+// source returns the source that listed s.
+func (r *Registry) source(s Session) (Source, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, candidate := range r.sources {
+		if candidate.Name() == s.Source {
+			return candidate, nil
+		}
+	}
+	return nil, Errorf(ErrNotFound, "source %q is not configured", s.Source)
 }
 
 // Logoff ends s through the source that listed it.
 func (r *Registry) Logoff(ctx context.Context, s Session, report Reporter) error {
-	r.mu.Lock()
-	var src Source
-	for _, candidate := range r.sources {
-		if candidate.Name() == s.Source {
-			src = candidate
-		}
-	}
-	r.mu.Unlock()
-	if src == nil {
-		return fmt.Errorf("%w: source %q is not configured", ErrNotFound, s.Source)
+	src, err := r.source(s)
+	if err != nil {
+		return err
 	}
 	return src.Logoff(ctx, s, report)
+}
+
+// Message writes text to the terminal of s, where its source can.
+func (r *Registry) Message(ctx context.Context, s Session, text string) error {
+	src, err := r.source(s)
+	if err != nil {
+		return err
+	}
+	m, ok := src.(Messenger)
+	if !ok {
+		return ErrNoMessage
+	}
+	return m.Message(ctx, s, text)
 }

@@ -9,6 +9,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -78,6 +79,15 @@ type Source interface {
 	Logoff(ctx context.Context, s Session, report Reporter) error
 }
 
+// Messenger is implemented by sources that can write a message to a
+// session's terminal (logoff /msg).
+type Messenger interface {
+	Message(ctx context.Context, s Session, text string) error
+}
+
+// ErrNoMessage: the session's source cannot deliver messages.
+var ErrNoMessage = errors.New("this kind of session cannot be sent a message")
+
 // Errors a logoff or lookup can end with. Callers compare with errors.Is.
 var (
 	// ErrNotFound: no session has that ID or name.
@@ -91,3 +101,19 @@ var (
 	// ErrSurvived: the session did not end within the grace period.
 	ErrSurvived = errors.New("the session did not end")
 )
+
+// lookupError is a failure with its own message that still compares equal
+// (errors.Is) to one of the errors above.
+type lookupError struct {
+	msg  string
+	kind error
+}
+
+func (e *lookupError) Error() string { return e.msg }
+func (e *lookupError) Unwrap() error { return e.kind }
+
+// Errorf makes an error that reads as the message alone and matches kind
+// with errors.Is: Errorf(ErrNotFound, "no session has ID %d", 12).
+func Errorf(kind error, format string, args ...any) error {
+	return &lookupError{msg: fmt.Sprintf(format, args...), kind: kind}
+}

@@ -2,7 +2,6 @@ package sessions
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -35,7 +34,7 @@ type ShellSession struct {
 	admin  string
 	device string
 	logon  time.Time
-	kick   func(by string)
+	ctl    ShellControl
 	done   chan struct{}
 
 	mu        sync.Mutex
@@ -43,10 +42,18 @@ type ShellSession struct {
 	closed    bool
 }
 
-// Add registers a new session of admin connected from device. kick is
-// called, once, to end it from outside (a logoff by someone else or by the
-// admin from another session); it must make the connection close.
-func (src *ShellSource) Add(admin, device string, kick func(by string)) *ShellSession {
+// ShellControl is how the source reaches a live session's connection.
+type ShellControl interface {
+	// Kick ends the session from outside (a logoff by someone else, or by
+	// the admin from another session): it tells the client who ended it
+	// and closes the connection.
+	Kick(by string)
+	// Notify writes a message to the session's terminal.
+	Notify(text string)
+}
+
+// Add registers a new session of admin connected from device.
+func (src *ShellSource) Add(admin, device string, ctl ShellControl) *ShellSession {
 	src.mu.Lock()
 	src.seq++
 	key := strconv.FormatUint(src.seq, 10)
@@ -55,7 +62,7 @@ func (src *ShellSource) Add(admin, device string, kick func(by string)) *ShellSe
 	now := time.Now()
 	s := &ShellSession{
 		src: src, key: key, admin: admin, device: device,
-		logon: now, lastInput: now, kick: kick, done: make(chan struct{}),
+		logon: now, lastInput: now, ctl: ctl, done: make(chan struct{}),
 	}
 	s.id = src.reg.IDFor(src.Name(), key)
 	src.mu.Lock()
@@ -126,18 +133,30 @@ func (src *ShellSource) Logoff(ctx context.Context, target Session, report Repor
 	s := src.sessions[target.Key]
 	src.mu.Unlock()
 	if s == nil {
-		return fmt.Errorf("%w: session %d has already ended", ErrNotFound, target.ID)
+		return Errorf(ErrNotFound, "session %d has already ended", target.ID)
 	}
 	report.Report("closing the SSH connection of %s (%s) from %s", s.Name(), s.admin, s.device)
 	by, _ := ctx.Value(ByKey{}).(string)
-	s.kick(by)
+	s.ctl.Kick(by)
 	select {
 	case <-s.done:
 		report.Report("session %d ended", target.ID)
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: session %d is still open: %v", ErrSurvived, target.ID, ctx.Err())
+		return Errorf(ErrSurvived, "session %d is still open: %v", target.ID, ctx.Err())
 	}
+}
+
+// Message implements Messenger.
+func (src *ShellSource) Message(ctx context.Context, target Session, text string) error {
+	src.mu.Lock()
+	s := src.sessions[target.Key]
+	src.mu.Unlock()
+	if s == nil {
+		return Errorf(ErrNotFound, "session %d has already ended", target.ID)
+	}
+	s.ctl.Notify(text)
+	return nil
 }
 
 // ByKey is the context key under which the name of the admin who asked for

@@ -1,0 +1,76 @@
+package keys
+
+import (
+	"regexp"
+	"strings"
+
+	"tsadmin/config"
+	"tsadmin/sessions"
+)
+
+// selector is one compiled role entry: *, user:GLOB, name:GLOB, type:GLOB.
+type selector struct {
+	kind string // "*", "user", "name", "type"
+	glob *regexp.Regexp
+	text string // as written, for the audit
+}
+
+// parseSelector compiles a selector that config.CheckSelector accepted.
+func parseSelector(s string) (selector, error) {
+	if s == "*" {
+		return selector{kind: "*", text: s}, nil
+	}
+	kind, pattern, _ := strings.Cut(s, ":")
+	glob, err := config.CompileGlob(pattern)
+	if err != nil {
+		return selector{}, err
+	}
+	return selector{kind: kind, glob: glob, text: s}, nil
+}
+
+func (sel selector) match(s sessions.Session) bool {
+	var field string
+	switch sel.kind {
+	case "*":
+		return true
+	case "user":
+		field = s.User
+	case "name":
+		field = s.Name
+	case "type":
+		field = s.Type
+	default:
+		return false
+	}
+	return sel.glob.MatchString(field)
+}
+
+// Decision is the answer of Allow, with the rule that made it, for the
+// audit log.
+type Decision struct {
+	Allowed bool
+	Rule    string
+}
+
+// Allow is the one place that decides whether an identity may log off a
+// session. It decides against the session as the registry listed it (its
+// real owner, name and type), never against the text the admin typed.
+// Deny by default.
+func (p *Policy) Allow(id Identity, s sessions.Session) Decision {
+	role, ok := p.Admins[id.Name]
+	if !ok {
+		return Decision{Rule: "identity no longer configured"}
+	}
+	// Own sessions: tsadmin sessions of the same identity. A host session
+	// of a Unix user who happens to share the admin's name is not "own":
+	// the key is the identity, not the name.
+	if s.Admin != "" && s.Admin == id.Name {
+		return Decision{Allowed: true, Rule: "own session"}
+	}
+	for _, sel := range p.roles[role] {
+		if sel.match(s) {
+			return Decision{Allowed: true, Rule: "role " + role + ": " + sel.text}
+		}
+	}
+	return Decision{Rule: "role " + role + ": no selector matches"}
+}

@@ -1,0 +1,193 @@
+// Command tsadmin is an SSH server that lets administrators see and end the
+// login sessions of a machine, with the classic Terminal Server `logoff` and
+// `query session` commands, and nothing else: no shell.
+//
+// main.go is wiring only: flags, config, signals, start and stop.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"tsadmin/audit"
+	"tsadmin/config"
+	"tsadmin/keys"
+	"tsadmin/server"
+	"tsadmin/sessions"
+)
+
+const usage = `Usage: tsadmin [-config FILE] [-check]
+
+tsadmin serves logoff, query session and query user over SSH.
+
+Flags:
+  -config FILE   the configuration (default ./config.yaml)
+  -check         check the configuration and the keys it names, then exit
+  -version       print the version and exit
+
+Files:
+  config.yaml            the configuration; see the annotated sample
+  ssh_host_ed25519_key   the host key (host_key:), created mode 0600 if missing
+  audit.log              the audit log, when audit.file is set (else stderr)
+
+Signals:
+  SIGHUP          reload the configuration (a broken file is refused and the
+                  old one stays in force)
+  SIGTERM, SIGINT stop: connected admins are told, sessions are closed
+
+Exit status: 0 after a clean stop; 1 when the configuration or the listener
+fails.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	flags := flag.NewFlagSet("tsadmin", flag.ContinueOnError)
+	flags.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	configPath := flags.String("config", "config.yaml", "")
+	check := flags.Bool("check", false, "")
+	showVersion := flags.Bool("version", false, "")
+	if err := flags.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Println("tsadmin", version)
+		return
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(log, *configPath, *check); err != nil {
+		log.Error(err.Error())
+		os.Exit(1)
+	}
+}
+
+// load reads the config and compiles its policy.
+func load(path string) (*config.Config, *keys.Policy, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	policy, err := keys.NewPolicy(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, policy, nil
+}
+
+func run(log *slog.Logger, configPath string, check bool) error {
+	cfg, policy, err := load(configPath)
+	if err != nil {
+		return err
+	}
+	if check {
+		fmt.Printf("%s: ok: server %s, %d admins, %d keys\n", configPath, cfg.Name, len(policy.Admins), policy.KeyCount())
+		return nil
+	}
+	listen := cfg.Listen
+	if policy.Default {
+		// The first-run default trusts the running user's keys as
+		// operators: never on anything but loopback.
+		_, port, _ := net.SplitHostPort(cfg.Listen)
+		listen = net.JoinHostPort("127.0.0.1", port)
+		log.Warn("no admins are configured: trusting the running user's own keys as operators, on 127.0.0.1 only",
+			"keys_from", strings.Join(policy.DefaultKeyFiles, ", "), "keys", policy.KeyCount())
+		if policy.KeyCount() == 0 {
+			log.Warn("no keys found in ~/.ssh/authorized_keys or ~/.ssh/id_*.pub: nobody can log in; make one with ssh-keygen -t ed25519")
+		}
+	}
+	hostKey, created, err := keys.LoadOrCreateHostKey(cfg.Resolve(cfg.HostKey))
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created a new host key", "file", cfg.Resolve(cfg.HostKey))
+	}
+	auditLog, err := audit.Open(auditPath(cfg))
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
+
+	registry := sessions.NewRegistry()
+	shells := sessions.NewShellSource(registry)
+	registry.AddSource(shells)
+	if err := addHostSources(registry, cfg, log); err != nil {
+		return err
+	}
+
+	srv := server.New(server.Options{
+		Config: cfg, Policy: policy, HostKey: hostKey,
+		Registry: registry, Shells: shells, Audit: auditLog, Log: log,
+	})
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	log.Info("tsadmin listening", "server", cfg.Name, "addr", l.Addr().String(),
+		"host_key", keys.Fingerprint(hostKey.PublicKey()), "sources", strings.Join(registry.Sources(), ","),
+		"admins", len(policy.Admins), "version", version)
+	auditLog.Event("start", slog.String("server", cfg.Name), slog.String("addr", l.Addr().String()))
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	for {
+		select {
+		case err := <-served:
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reload(log, auditLog, srv, configPath, cfg)
+				continue
+			}
+			log.Info("stopping", "signal", sig.String())
+			auditLog.Event("stop", slog.String("signal", sig.String()))
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			srv.Shutdown(ctx)
+			cancel()
+			return nil
+		}
+	}
+}
+
+// reload applies a changed config on SIGHUP. What cannot change while
+// running (listen address, host key, sources, audit file) is kept, with a
+// warning.
+func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config) {
+	cfg, policy, err := load(path)
+	if err != nil {
+		log.Error("reload refused; the old configuration stays in force", "err", err.Error())
+		auditLog.Event("reload.refused", slog.String("err", err.Error()))
+		return
+	}
+	if cfg.Listen != running.Listen || cfg.HostKey != running.HostKey || cfg.Audit.File != running.Audit.File ||
+		strings.Join(cfg.Sessions.Sources, ",") != strings.Join(running.Sessions.Sources, ",") || cfg.Name != running.Name {
+		log.Warn("reload: name, listen, host_key, audit.file and sessions.sources take effect only at restart")
+		cfg.Listen, cfg.HostKey, cfg.Audit, cfg.Sessions.Sources, cfg.Name =
+			running.Listen, running.HostKey, running.Audit, running.Sessions.Sources, running.Name
+	}
+	srv.Reload(cfg, policy)
+	log.Info("configuration reloaded", "admins", len(policy.Admins), "keys", policy.KeyCount())
+	auditLog.Event("reload", slog.Int("admins", len(policy.Admins)))
+}
+
+func auditPath(cfg *config.Config) string {
+	if cfg.Audit.File == "" {
+		return ""
+	}
+	return cfg.Resolve(cfg.Audit.File)
+}

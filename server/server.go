@@ -1,0 +1,181 @@
+// Package server is tsadmin's SSH transport: it accepts connections with
+// github.com/gliderlabs/ssh, turns a verified key into an identity (keys/),
+// refuses everything but session channels with exec or shell, and hands
+// each command line to shell/. Each concern has its own file: auth.go
+// (who is this?), limits.go (connection caps and the login grace),
+// channel.go (the session channel and its requests), modes.go (exec,
+// script and interactive).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"tsadmin/audit"
+	"tsadmin/config"
+	"tsadmin/keys"
+	"tsadmin/sessions"
+	"tsadmin/shell"
+)
+
+// Server is one tsadmin server.
+type Server struct {
+	log      *slog.Logger
+	audit    *audit.Log
+	hostKey  gossh.Signer
+	registry *sessions.Registry
+	shells   *sessions.ShellSource
+	env      *shell.Env
+	gl       *gliderssh.Server
+
+	cfg    atomic.Pointer[config.Config]
+	policy atomic.Pointer[keys.Policy]
+
+	mu        sync.Mutex
+	conns     map[*connState]struct{}
+	startups  int            // connections not yet past their first session
+	perSource map[string]int // the same, by source address
+	closing   bool
+}
+
+// Options are what New needs beyond the config.
+type Options struct {
+	Config   *config.Config
+	Policy   *keys.Policy
+	HostKey  gossh.Signer
+	Registry *sessions.Registry
+	Shells   *sessions.ShellSource
+	Audit    *audit.Log
+	Log      *slog.Logger
+	Peers    shell.Relayer
+}
+
+// New builds a server; Serve starts it.
+func New(o Options) *Server {
+	s := &Server{
+		log: o.Log, audit: o.Audit, hostKey: o.HostKey,
+		registry: o.Registry, shells: o.Shells,
+		conns: make(map[*connState]struct{}), perSource: make(map[string]int),
+	}
+	s.cfg.Store(o.Config)
+	s.policy.Store(o.Policy)
+	s.env = &shell.Env{
+		Server:   o.Config.Name,
+		Registry: o.Registry,
+		Policy:   s.policy.Load,
+		Audit:    o.Audit,
+		Grace:    o.Config.Sessions.LogoffGrace.Duration,
+		Peers:    o.Peers,
+	}
+	s.gl = &gliderssh.Server{
+		Version:     "tsadmin",
+		HostSigners: []gliderssh.Signer{o.HostKey},
+		// Setting PublicKeyHandler keeps gliderlabs from switching on
+		// NoClientAuth. It only answers offers; the identity is bound in
+		// VerifiedPublicKeyCallback (auth.go).
+		PublicKeyHandler:     s.offer,
+		ServerConfigCallback: s.serverConfig,
+		ConnCallback:         s.accept,
+		// Only session channels; no direct-tcpip (-L, -W), no x11, no
+		// auth-agent. Global requests (tcpip-forward for -R) have no
+		// handlers and are refused.
+		ChannelHandlers:   map[string]gliderssh.ChannelHandler{"session": s.handleSession},
+		RequestHandlers:   map[string]gliderssh.RequestHandler{},
+		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
+		LocalPortForwardingCallback: func(gliderssh.Context, string, uint32) bool {
+			return false
+		},
+		ReversePortForwardingCallback: func(gliderssh.Context, string, uint32) bool {
+			return false
+		},
+		ConnectionFailedCallback: func(conn net.Conn, err error) {
+			s.log.Debug("connection failed", "addr", conn.RemoteAddr().String(), "err", err)
+		},
+	}
+	return s
+}
+
+// Env is the command environment, for federation's relayed commands.
+func (s *Server) Env() *shell.Env { return s.env }
+
+// Serve accepts connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.gl.Serve(l)
+	if errors.Is(err, gliderssh.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown tells every connected admin that the server is stopping, closes
+// their connections and stops accepting new ones.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	live := make([]*connState, 0, len(s.conns))
+	for c := range s.conns {
+		live = append(live, c)
+	}
+	s.mu.Unlock()
+	for _, c := range live {
+		c.kick("tsadmin: the server is shutting down")
+	}
+	err := s.gl.Shutdown(ctx)
+	// Shutdown does not end connections still in handshake, nor live
+	// sessions: Close does.
+	s.gl.Close()
+	return err
+}
+
+// Reload puts a new config and policy in force: new connections and every
+// later permission check use them, and the live sessions of admins (or
+// keys) that the new config no longer trusts are ended.
+func (s *Server) Reload(c *config.Config, p *keys.Policy) {
+	s.cfg.Store(c)
+	s.policy.Store(p)
+	s.mu.Lock()
+	live := make([]*connState, 0, len(s.conns))
+	for c := range s.conns {
+		live = append(live, c)
+	}
+	s.mu.Unlock()
+	now := time.Now()
+	for _, c := range live {
+		v := c.identity()
+		if v == nil {
+			continue
+		}
+		id := v.id
+		if _, err := p.Authenticate(c.remote, v.key, now); err != nil {
+			s.audit.Event("reload.revoked", slog.String("admin", id.Name), slog.String("fingerprint", id.Fingerprint), slog.String("reason", err.Error()))
+			c.kick(fmt.Sprintf("tsadmin: access for %s was revoked by a configuration reload", id.Name))
+		}
+	}
+}
+
+// safeGo runs f in a goroutine that recovers from a panic, logs it and
+// calls cleanup, so that one broken session never takes the server down.
+func (s *Server) safeGo(what string, f func(), cleanup func()) {
+	go s.guard(what, f, cleanup)
+}
+
+func (s *Server) guard(what string, f func(), cleanup func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic recovered", "in", what, "panic", fmt.Sprint(r))
+			if cleanup != nil {
+				cleanup()
+			}
+		}
+	}()
+	f()
+}
