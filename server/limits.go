@@ -23,7 +23,7 @@ type connState struct {
 	sshConn  *gossh.ServerConn
 	v        *verified
 	key      gossh.PublicKey
-	sessions int                  // session channels open now
+	sessions int                   // session channels open now
 	live     map[*channel]struct{} // running shells and commands
 	closed   bool
 }
