@@ -107,7 +107,49 @@ func (c *connState) established(conn *gossh.ServerConn, v *verified) {
 	c.grace.Stop()
 	if wasPending {
 		c.srv.releaseStartup(c)
+		cfg := c.srv.cfg.Load()
+		go c.keepalive(conn, cfg.Limits.KeepaliveInterval.Duration, cfg.Limits.KeepaliveCountMax)
 	}
+}
+
+// keepalive sends keepalive@openssh.com every interval and closes the
+// connection when count of them in a row go unanswered, so that a client
+// that vanished without a FIN does not hold its sessions forever.
+func (c *connState) keepalive(conn *gossh.ServerConn, interval time.Duration, count int) {
+	defer func() { recover() }()
+	missed := 0
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for range t.C {
+		if c.isClosed() {
+			return
+		}
+		answered := make(chan error, 1)
+		go func() {
+			_, _, err := conn.SendRequest("keepalive@openssh.com", true, nil)
+			answered <- err
+		}()
+		select {
+		case err := <-answered:
+			if err != nil {
+				return // the connection is gone
+			}
+			missed = 0
+		case <-time.After(interval):
+			missed++
+		}
+		if missed >= count {
+			c.srv.log.Info("keepalives unanswered; closing", "addr", c.remote.String())
+			c.netConn.Close()
+			return
+		}
+	}
+}
+
+func (c *connState) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 func (s *Server) releaseStartup(c *connState) {
