@@ -13,6 +13,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"tsadmin/sessions"
+	"tsadmin/shell"
 )
 
 // maxEnvRequests is how many env requests one session may send (OpenSSH
@@ -212,7 +213,8 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) bool {
 		}
 	}, func() {
 		done()
-		c.exit(70)
+		io.WriteString(c.ch.Stderr(), "tsadmin: internal error; the session ends\r\n")
+		c.exit(shell.StatusNotFound)
 	})
 	return true
 }

@@ -87,6 +87,13 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A bug in one source must not take the server down: it
+			// becomes that source's error.
+			defer func() {
+				if r := recover(); r != nil {
+					results[i].list, results[i].err = nil, fmt.Errorf("internal error: %v", r)
+				}
+			}()
 			results[i].list, results[i].err = src.List(ctx)
 		}()
 	}

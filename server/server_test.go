@@ -1,0 +1,195 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"tsadmin/audit"
+	"tsadmin/config"
+	"tsadmin/keys"
+	"tsadmin/sessions"
+)
+
+// panickySource is a session source with bugs: listing it panics when
+// listPanics is set, and logging off one of its sessions always panics.
+type panickySource struct{ listPanics bool }
+
+func (p panickySource) Name() string { return "host" }
+func (p panickySource) List(context.Context) ([]sessions.Session, error) {
+	if p.listPanics {
+		panic("a bug in a session source")
+	}
+	return []sessions.Session{{Name: "pts/9", User: "bob", Type: "sshd", Key: "k", State: sessions.Active}}, nil
+}
+func (panickySource) Logoff(context.Context, sessions.Session, sessions.Reporter) error {
+	panic("a bug in logoff")
+}
+
+// startInProcess runs a server in this process with one operator, alice.
+func startInProcess(t *testing.T, extra sessions.Source) (addr string, alice gossh.Signer) {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	alice, _ = gossh.NewSignerFromKey(priv)
+	dir := t.TempDir()
+	cfgText := fmt.Sprintf("name: T\nroles: { operator: { logoff: [\"*\"] } }\nadmins:\n  - { name: alice, role: operator, keys: [%q] }\n",
+		strings.TrimSpace(string(gossh.MarshalAuthorizedKey(alice.PublicKey()))))
+	cfg, err := config.Parse([]byte(cfgText), filepath.Join(dir, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := keys.NewPolicy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, _, err := keys.LoadOrCreateHostKey(filepath.Join(dir, "hk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditLog, err := audit.Open(filepath.Join(dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := sessions.NewRegistry()
+	shells := sessions.NewShellSource(reg)
+	reg.AddSource(shells)
+	if extra != nil {
+		reg.AddSource(extra)
+	}
+	srv := New(Options{Config: cfg, Policy: policy, HostKey: hostKey, Registry: reg, Shells: shells,
+		Audit: auditLog, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		auditLog.Close()
+	})
+	return l.Addr().String(), alice
+}
+
+func run(t *testing.T, addr string, key gossh.Signer, cmd string) (string, error) {
+	t.Helper()
+	c, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{
+		User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(key)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	out, err := s.CombinedOutput(cmd)
+	return string(out), err
+}
+
+// A panic in one session ends that session with a non-zero status, and
+// the server goes on serving.
+func TestPanicInASessionDoesNotStopTheServer(t *testing.T) {
+	addr, alice := startInProcess(t, panickySource{})
+	_, err := run(t, addr, alice, "logoff pts/9")
+	var exit *gossh.ExitError
+	if err == nil || !asExit(err, &exit) || exit.ExitStatus() == 0 {
+		t.Fatalf("a panicking command must end with a non-zero status, got %v", err)
+	}
+	// The server is still there, and other commands work.
+	out, err := run(t, addr, alice, "help logoff")
+	if err != nil || !strings.Contains(out, "LOGOFF") {
+		t.Fatalf("the server stopped serving after a panic: %v %q", err, out)
+	}
+}
+
+// A source whose listing panics is reported as a warning; the other
+// sources are still listed.
+func TestPanicInASourceIsAWarning(t *testing.T) {
+	addr, alice := startInProcess(t, panickySource{listPanics: true})
+	out, err := run(t, addr, alice, "query session")
+	if err != nil {
+		t.Fatalf("query session: %v", err)
+	}
+	if !strings.Contains(out, "warning: host sessions: internal error") || !strings.Contains(out, ">ssh#") {
+		t.Fatalf("want a warning and the shell sessions, got %q", out)
+	}
+}
+
+func asExit(err error, target **gossh.ExitError) bool {
+	e, ok := err.(*gossh.ExitError)
+	if ok {
+		*target = e
+	}
+	return ok
+}
+
+// The negotiated algorithm lists are exactly the configured ones: a
+// misspelled name would be dropped silently by x/crypto.
+func TestNegotiatedAlgorithms(t *testing.T) {
+	addr, alice := startInProcess(t, nil)
+	kex, ciphersList, macList, _ := Algorithms()
+	for _, k := range kex {
+		for _, c := range ciphersList {
+			for _, m := range macList {
+				if c == gossh.CipherChaCha20Poly1305 || strings.Contains(c, "gcm") {
+					// AEAD ciphers ignore the MAC; one MAC is enough.
+					if m != macList[0] {
+						continue
+					}
+				}
+				cfg := &gossh.ClientConfig{
+					User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(alice)},
+					HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+					Config: gossh.Config{KeyExchanges: []string{k}, Ciphers: []string{c}, MACs: []string{m}},
+				}
+				c2, err := gossh.Dial("tcp", addr, cfg)
+				if err != nil {
+					t.Errorf("kex %s cipher %s mac %s: %v", k, c, m, err)
+					continue
+				}
+				c2.Close()
+			}
+		}
+	}
+	// And what must not be negotiated is refused.
+	for _, bad := range []gossh.Config{
+		{KeyExchanges: []string{"diffie-hellman-group14-sha1"}},
+		{KeyExchanges: []string{gossh.KeyExchangeECDHP256}},
+		{Ciphers: []string{gossh.CipherAES128CTR}, MACs: []string{gossh.HMACSHA1}},
+		{Ciphers: []string{gossh.CipherAES256CTR}, MACs: []string{gossh.HMACSHA256}},
+	} {
+		cfg := &gossh.ClientConfig{
+			User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(alice)},
+			HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second, Config: bad,
+		}
+		if c, err := gossh.Dial("tcp", addr, cfg); err == nil {
+			c.Close()
+			t.Errorf("negotiated with %+v", bad)
+		}
+	}
+	// ssh-rsa (SHA-1) host key and user signatures are not offered.
+	cfg := &gossh.ClientConfig{
+		User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(alice)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+		HostKeyAlgorithms: []string{gossh.KeyAlgoRSA, gossh.KeyAlgoECDSA256},
+	}
+	if c, err := gossh.Dial("tcp", addr, cfg); err == nil {
+		c.Close()
+		t.Error("a non-ed25519 host key algorithm was negotiated")
+	}
+}
