@@ -20,6 +20,7 @@ import (
 
 	"tsadmin/audit"
 	"tsadmin/config"
+	"tsadmin/federation"
 	"tsadmin/keys"
 	"tsadmin/server"
 	"tsadmin/sessions"
@@ -128,9 +129,18 @@ func run(log *slog.Logger, configPath string, check bool) error {
 		return err
 	}
 
-	srv := server.New(server.Options{
+	var srv *server.Server
+	relay := federation.New(federation.Options{
+		Self: cfg.Name, Signer: hostKey,
+		Servers:        func() *config.Config { return srv.Config() },
+		ConnectTimeout: cfg.Limits.RelayConnectTimeout.Duration,
+		CommandTimeout: cfg.Limits.RelayCommandTimeout.Duration,
+		Audit:          auditLog, Log: log,
+	})
+	defer relay.Close()
+	srv = server.New(server.Options{
 		Config: cfg, Policy: policy, HostKey: hostKey,
-		Registry: registry, Shells: shells, Audit: auditLog, Log: log,
+		Registry: registry, Shells: shells, Audit: auditLog, Log: log, Peers: relay,
 	})
 	l, err := net.Listen("tcp", listen)
 	if err != nil {

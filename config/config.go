@@ -67,6 +67,8 @@ type Limits struct {
 	MaxStartupsPerSource     int      `yaml:"max_startups_per_source"`
 	KeepaliveInterval        Duration `yaml:"keepalive_interval"`
 	KeepaliveCountMax        int      `yaml:"keepalive_count_max"`
+	RelayConnectTimeout      Duration `yaml:"relay_connect_timeout"`
+	RelayCommandTimeout      Duration `yaml:"relay_command_timeout"`
 }
 
 // Audit is the audit: block.
@@ -125,6 +127,7 @@ const (
 	DefaultPerSource   = 20
 	DefaultKeepalive   = 30 * time.Second
 	DefaultKeepaliveN  = 3
+	DefaultRelayTime   = 5 * time.Second
 	// MaxFileSize bounds config.yaml and keys files.
 	MaxFileSize = 1 << 20
 )
@@ -273,6 +276,8 @@ func (c *Config) check() error {
 	setDuration(&c.Limits.LoginGrace, DefaultLoginGrace)
 	setDuration(&c.Limits.IdleTimeout, DefaultIdleTimeout)
 	setDuration(&c.Limits.KeepaliveInterval, DefaultKeepalive)
+	setDuration(&c.Limits.RelayConnectTimeout, DefaultRelayTime)
+	setDuration(&c.Limits.RelayCommandTimeout, DefaultRelayTime)
 	setInt(&c.Limits.MaxAuthTries, DefaultAuthTries)
 	setInt(&c.Limits.MaxSessionsPerConnection, DefaultMaxSessions)
 	setInt(&c.Limits.MaxStartups, DefaultMaxStartups)

@@ -42,6 +42,9 @@ func (p *Policy) Authenticate(addr net.Addr, key ssh.PublicKey, now time.Time) (
 	}
 	e := p.byKey[string(key.Marshal())]
 	if e == nil {
+		if peer, ok := p.peers[string(key.Marshal())]; ok {
+			return &Identity{Peer: peer, Method: "peer", Fingerprint: ssh.FingerprintSHA256(key)}, nil
+		}
 		return nil, ErrUnknownKey
 	}
 	if err := e.opts.check(addr, now); err != nil {
@@ -51,6 +54,17 @@ func (p *Policy) Authenticate(addr net.Addr, key ssh.PublicKey, now time.Time) (
 		Name: e.admin, Role: p.Admins[e.admin], Method: "key",
 		Fingerprint: ssh.FingerprintSHA256(key),
 	}, nil
+}
+
+// Relayed maps an identity relayed by a peer to this server's own admin of
+// that name: the peer vouches for who authenticated, this server decides
+// what they may do. An admin this server does not know is refused.
+func (p *Policy) Relayed(admin, fingerprint string) (*Identity, error) {
+	role, ok := p.Admins[admin]
+	if !ok {
+		return nil, fmt.Errorf("admin %q is not known on this server", admin)
+	}
+	return &Identity{Name: admin, Role: role, Fingerprint: fingerprint, Method: "relayed"}, nil
 }
 
 // NoPTY reports whether the key's options forbid a PTY (no-pty, restrict).

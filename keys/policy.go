@@ -23,7 +23,10 @@ type Identity struct {
 	Name        string // the admin's name from the config
 	Role        string // the admin's role
 	Fingerprint string // SHA256 fingerprint of the key that authenticated
-	Method      string // "key" or "cert"
+	Method      string // "key", "cert", "peer", or "relayed"
+	// Peer is set, instead of Name, when the connection is a peer server
+	// authenticating with its host key to relay commands.
+	Peer string
 }
 
 // Policy is the compiled config: identities by key, roles, trusted CAs. It
@@ -32,6 +35,7 @@ type Policy struct {
 	byKey map[string]*keyEntry // ssh wire format of the public key -> entry
 	roles map[string][]selector
 	cas   []ssh.PublicKey
+	peers map[string]string // ssh wire format of a peer's host key -> peer name
 	// Admins lists the admin names, for the first log lines and reloads.
 	Admins map[string]string // name -> role
 	// Default reports that no admins were configured and the running user's
@@ -58,6 +62,7 @@ func NewPolicy(c *config.Config) (*Policy, error) {
 		byKey:  make(map[string]*keyEntry),
 		roles:  make(map[string][]selector),
 		Admins: make(map[string]string),
+		peers:  make(map[string]string),
 	}
 	for name, r := range c.Roles {
 		p.roles[name] = []selector{}
@@ -95,6 +100,16 @@ func NewPolicy(c *config.Config) (*Policy, error) {
 			return nil, fmt.Errorf("%s: line %d: trusted_user_ca_keys: a CA must be a plain public key, not a certificate", c.Path, ca.Line)
 		}
 		p.cas = append(p.cas, k)
+	}
+	for name, srv := range c.Servers {
+		k, err := parsePeerKey(srv.HostKey.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: line %d: servers: %s: host_key: %v", c.Path, srv.HostKey.Line, name, err)
+		}
+		if owner, dup := p.byKey[string(k.Marshal())]; dup {
+			return nil, fmt.Errorf("%s: line %d: servers: %s: host_key is also admin %s's key", c.Path, srv.HostKey.Line, name, owner.admin)
+		}
+		p.peers[string(k.Marshal())] = name
 	}
 	if len(c.Admins) == 0 {
 		if err := p.addRunningUsersKeys(); err != nil {
@@ -191,6 +206,21 @@ func adminNameOK(s string) bool {
 	}
 	return true
 }
+
+// parsePeerKey reads a peer's pinned host key: "ssh-ed25519 AAAA...".
+func parsePeerKey(line string) (ssh.PublicKey, error) {
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return nil, err
+	}
+	if k.Type() != ssh.KeyAlgoED25519 {
+		return nil, fmt.Errorf("type %s; tsadmin host keys are ed25519", k.Type())
+	}
+	return k, nil
+}
+
+// PeerKey returns the pinned host key of a configured peer.
+func PeerKey(line string) (ssh.PublicKey, error) { return parsePeerKey(line) }
 
 // RoleOf returns the role of the admin, and whether the admin exists.
 func (p *Policy) RoleOf(admin string) (string, bool) {

@@ -9,26 +9,6 @@ import (
 	"tsadmin/keys"
 )
 
-// The algorithms tsadmin negotiates, and nothing else: ssh-audit fails
-// x/crypto's defaults (SHA-1 kex and MACs, the NIST curves for kex).
-var (
-	kexAlgorithms = []string{gossh.KeyExchangeMLKEM768X25519, gossh.KeyExchangeCurve25519}
-	ciphers       = []string{gossh.CipherAES256GCM, gossh.CipherAES128GCM, gossh.CipherChaCha20Poly1305}
-	macs          = []string{gossh.HMACSHA256ETM, gossh.HMACSHA512ETM}
-	// Signature algorithms accepted from clients: no ssh-rsa (SHA-1), no
-	// ssh-dss.
-	userSigAlgorithms = []string{
-		gossh.KeyAlgoED25519, gossh.KeyAlgoSKED25519,
-		gossh.KeyAlgoECDSA256, gossh.KeyAlgoECDSA384, gossh.KeyAlgoECDSA521, gossh.KeyAlgoSKECDSA256,
-		gossh.KeyAlgoRSASHA256, gossh.KeyAlgoRSASHA512,
-	}
-)
-
-// Algorithms returns the negotiated lists, for tests and the README.
-func Algorithms() (kex, cipherList, macList, userSigs []string) {
-	return kexAlgorithms, ciphers, macs, userSigAlgorithms
-}
-
 // permissionsKey is where the identity travels in the Permissions of a
 // connection. Only VerifiedPublicKeyCallback writes it.
 type permissionsKey struct{}
@@ -53,11 +33,11 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 	cfg := s.cfg.Load()
 	sc := &gossh.ServerConfig{
 		Config: gossh.Config{
-			KeyExchanges: kexAlgorithms,
-			Ciphers:      ciphers,
-			MACs:         macs,
+			KeyExchanges: keys.KeyExchanges,
+			Ciphers:      keys.Ciphers,
+			MACs:         keys.MACs,
 		},
-		PublicKeyAuthAlgorithms: userSigAlgorithms,
+		PublicKeyAuthAlgorithms: keys.UserSignatureAlgorithms,
 		MaxAuthTries:            cfg.Limits.MaxAuthTries,
 		ServerVersion:           "SSH-2.0-tsadmin",
 		// Called only once the key has signed: bind the identity to this

@@ -21,6 +21,9 @@ import (
 // session is closed.
 const maxEnvRequests = 32
 
+// peerSessions caps the sessions on one peer's relay connection.
+const peerSessions = 64
+
 // channel is one session channel: a shell, a command or a script.
 type channel struct {
 	srv   *Server
@@ -59,10 +62,16 @@ func (s *Server) handleSession(_ *gliderssh.Server, conn *gossh.ServerConn, newC
 		return
 	}
 	cfg := s.cfg.Load()
+	limit := cfg.Limits.MaxSessionsPerConnection
+	if v.id.Peer != "" {
+		// A peer's pooled connection carries the relayed commands of
+		// all its admins.
+		limit = peerSessions
+	}
 	cs.mu.Lock()
-	if cs.sessions >= cfg.Limits.MaxSessionsPerConnection {
+	if cs.sessions >= limit {
 		cs.mu.Unlock()
-		newChan.Reject(gossh.ResourceShortage, fmt.Sprintf("at most %d sessions per connection", cfg.Limits.MaxSessionsPerConnection))
+		newChan.Reject(gossh.ResourceShortage, fmt.Sprintf("at most %d sessions per connection", limit))
 		return
 	}
 	cs.sessions++
@@ -190,6 +199,16 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) bool {
 	c.started = true
 	pty := c.pty != nil
 	c.mu.Unlock()
+
+	if c.v.id.Peer != "" {
+		// A peer runs relayed commands only: no shell, no PTY, and it is
+		// not an admin session of its own.
+		if req.Type != "exec" || pty {
+			return false
+		}
+		c.srv.safeGo("relayed command", func() { c.runRelayed(ctx, raw) }, func() { c.exit(shell.StatusNotFound) })
+		return true
+	}
 
 	c.shell = c.srv.shells.Add(c.v.id.Name, c.conn.source, c)
 	c.conn.mu.Lock()

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/term"
 
+	"tsadmin/federation"
 	"tsadmin/shell"
 )
 
@@ -54,6 +56,49 @@ func (c *channel) runExec(ctx context.Context, raw string, pty bool) {
 	}
 	out := c.runLine(ctx, shell.ModeExec, raw, stdout, stderr)
 	c.finish(out, out.Status)
+}
+
+// runRelayed runs a command that a peer relays for one of its admins. The
+// admin is mapped with this server's own admins list and decided with its
+// own roles; the command may not be relayed further.
+func (c *channel) runRelayed(ctx context.Context, raw string) {
+	stderr := c.ch.Stderr()
+	req, err := federation.ParseRequest(raw)
+	if err != nil {
+		fmt.Fprintf(stderr, "tsadmin: a peer may only send relayed commands\n")
+		c.exit(shell.StatusUsage)
+		return
+	}
+	peer := c.v.id.Peer
+	audit := func(status int, reason string) {
+		c.srv.audit.Event("relayed", slog.String("peer", peer), slog.String("admin", req.Admin),
+			slog.String("fingerprint", req.Fingerprint), slog.String("line", shell.Clean(req.Line)),
+			slog.Int("status", status), slog.String("reason", reason))
+	}
+	if !strings.EqualFold(req.Via, peer) {
+		audit(shell.StatusDenied, "via does not name the authenticated peer")
+		fmt.Fprintf(stderr, "tsadmin: access denied: the relay is %s, not %s\n", peer, shell.Clean(req.Via))
+		c.exit(shell.StatusDenied)
+		return
+	}
+	id, err := c.srv.policy.Load().Relayed(req.Admin, req.Fingerprint)
+	if err != nil {
+		audit(shell.StatusDenied, err.Error())
+		fmt.Fprintf(stderr, "tsadmin: access denied on %s: %s\n", c.srv.env.Server, shell.Clean(err.Error()))
+		c.exit(shell.StatusDenied)
+		return
+	}
+	caller := shell.Caller{Identity: *id, Via: peer, Mode: shell.ModeExec}
+	cmd, err := shell.Parse(req.Line)
+	if err != nil {
+		audit(shell.ExitStatus(err), err.Error())
+		fmt.Fprintf(stderr, "tsadmin: %s\n", err)
+		c.exit(shell.ExitStatus(err))
+		return
+	}
+	out := c.srv.env.Run(ctx, caller, cmd, c.ch, stderr)
+	audit(out.Status, "")
+	c.exit(out.Status)
 }
 
 // runScript is `ssh host < commands.txt`: every line runs, in order, even

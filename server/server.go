@@ -104,6 +104,9 @@ func New(o Options) *Server {
 	return s
 }
 
+// Config is the configuration in force.
+func (s *Server) Config() *config.Config { return s.cfg.Load() }
+
 // Env is the command environment, for federation's relayed commands.
 func (s *Server) Env() *shell.Env { return s.env }
 

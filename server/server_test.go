@@ -142,7 +142,7 @@ func asExit(err error, target **gossh.ExitError) bool {
 // misspelled name would be dropped silently by x/crypto.
 func TestNegotiatedAlgorithms(t *testing.T) {
 	addr, alice := startInProcess(t, nil)
-	kex, ciphersList, macList, _ := Algorithms()
+	kex, ciphersList, macList := keys.KeyExchanges, keys.Ciphers, keys.MACs
 	for _, k := range kex {
 		for _, c := range ciphersList {
 			for _, m := range macList {

@@ -45,8 +45,11 @@ type Command struct {
 	Topic   string // help's argument
 	Message string // logoff /msg:"text"
 	Delay   int    // logoff /delay:SECONDS
-	// Words is the line as split, for the audit log and for relaying.
+	// Words is the line as split, for the audit log.
 	Words []string
+	// Line is the line as typed, for relaying to a peer, which parses it
+	// again itself.
+	Line string
 }
 
 // UsageError is a line that cannot run: unknown verb or option, bad
@@ -78,7 +81,7 @@ func Parse(line string) (Command, error) {
 	if len(words) == 0 {
 		return Command{Verb: VerbNone}, nil
 	}
-	cmd := Command{Format: FormatTable, Words: words}
+	cmd := Command{Format: FormatTable, Words: words, Line: line}
 	verb := strings.ToLower(words[0])
 	args := words[1:]
 	switch verb {

@@ -1,0 +1,394 @@
+// Package federation runs commands on peer tsadmin servers: /server:NAME.
+// The local server connects to the peer over SSH, verifies the peer's
+// pinned host key, authenticates with its own host key, and asks the peer
+// to run the admin's line on the admin's behalf. The peer maps the admin
+// with its own admins list and decides with its own roles; its output and
+// exit status come back unchanged (but for control characters, which are
+// neutralised like any text from outside). Connections are pooled.
+package federation
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"tsadmin/audit"
+	"tsadmin/config"
+	"tsadmin/keys"
+	"tsadmin/sessions"
+	"tsadmin/shell"
+)
+
+// RelayUser is the SSH user name a relaying server logs in with. It is
+// informational: the peer knows a relay by its host key.
+const RelayUser = "tsadmin-relay"
+
+// Request is the exec payload of a relayed command: JSON, so that nothing
+// of it can be mistaken for a command line by a server that is not a peer.
+type Request struct {
+	Relay       int    `json:"tsadmin_relay"` // always 1
+	Admin       string `json:"admin"`
+	Fingerprint string `json:"fingerprint"`
+	Via         string `json:"via"`
+	Line        string `json:"line"`
+}
+
+// ParseRequest decodes a relayed command's exec payload.
+func ParseRequest(payload string) (Request, error) {
+	var r Request
+	dec := json.NewDecoder(strings.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil || r.Relay != 1 || r.Admin == "" || r.Via == "" {
+		return Request{}, errors.New("not a relayed command")
+	}
+	return r, nil
+}
+
+// maxOutput bounds what is taken from a peer for one command.
+const maxOutput = 4 << 20
+
+// Options configure a Relay.
+type Options struct {
+	Self           string                // this server's name
+	Signer         ssh.Signer            // this server's host key: the client key for peers
+	Servers        func() *config.Config // the config in force (peers change on reload)
+	ConnectTimeout time.Duration         // TCP connect and SSH handshake
+	CommandTimeout time.Duration         // one relayed command, logoff grace not included
+	IdleExpiry     time.Duration         // pooled connections unused this long are closed
+	Audit          *audit.Log
+	Log            *slog.Logger
+}
+
+// Relay implements shell.Relayer.
+type Relay struct {
+	o Options
+
+	mu   sync.Mutex
+	pool map[string]*pooled // by upper-cased peer name
+}
+
+type pooled struct {
+	client *ssh.Client
+	addr   string
+	key    string // the pinned host key it was verified with
+	timer  *time.Timer
+}
+
+// New returns a Relay.
+func New(o Options) *Relay {
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	if o.CommandTimeout == 0 {
+		o.CommandTimeout = 5 * time.Second
+	}
+	if o.IdleExpiry == 0 {
+		o.IdleExpiry = 60 * time.Second
+	}
+	return &Relay{o: o, pool: make(map[string]*pooled)}
+}
+
+// Names implements shell.Relayer.
+func (r *Relay) Names() []string {
+	cfg := r.o.Servers()
+	names := make([]string, 0, len(cfg.Servers))
+	for n := range cfg.Servers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// lookup finds a peer by name, case-insensitively.
+func (r *Relay) lookup(name string) (string, config.Server, bool) {
+	for n, s := range r.o.Servers().Servers {
+		if strings.EqualFold(n, name) {
+			return n, s, true
+		}
+	}
+	return "", config.Server{}, false
+}
+
+// serverErr is an exit-7 failure with a one-line reason.
+func serverErr(format string, args ...any) error {
+	return &shell.ServerError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// Relay implements shell.Relayer.
+func (r *Relay) Relay(ctx context.Context, server string, caller shell.Caller, cmd shell.Command, stdout, stderr io.Writer) int {
+	name, _, ok := r.lookup(server)
+	if !ok {
+		fmt.Fprintf(stderr, "%s: unknown server %q (known: %s)\n", cmd.Verb, server, strings.Join(r.Names(), ", "))
+		return shell.StatusServer
+	}
+	timeout := r.o.CommandTimeout
+	if cmd.Verb == shell.VerbLogoff {
+		// A logoff may wait out the peer's grace, and /delay.
+		timeout += r.o.Servers().Sessions.LogoffGrace.Duration + time.Duration(cmd.Delay)*time.Second
+	}
+	start := time.Now()
+	out, errOut, status, err := r.run(ctx, name, caller, cmd.Line, timeout)
+	r.o.Audit.Event("relay", slog.String("admin", caller.Identity.Name), slog.String("to", name),
+		slog.String("line", cmd.Line), slog.Int("status", status), slog.String("error", errString(err)),
+		slog.Duration("took", time.Since(start)))
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: server %s: %s\n", cmd.Verb, name, shell.Clean(err.Error()))
+		return shell.ExitStatus(err)
+	}
+	writeClean(stdout, out)
+	writeClean(stderr, errOut)
+	return status
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// writeClean copies a peer's output line by line, neutralising control
+// characters and escape sequences: a peer is text from outside.
+func writeClean(w io.Writer, data []byte) {
+	if len(data) == 0 {
+		return
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(shell.Clean(strings.TrimSuffix(l, "\r")))
+		b.WriteByte('\n')
+	}
+	io.WriteString(w, b.String())
+}
+
+// QueryAll implements shell.Relayer: the query on every peer at once, as
+// JSON, merged into rows.
+func (r *Relay) QueryAll(ctx context.Context, caller shell.Caller, cmd shell.Command) ([]shell.Row, []error) {
+	names := r.Names()
+	type result struct {
+		rows []shell.Row
+		err  error
+	}
+	results := make([]result, len(names))
+	var wg sync.WaitGroup
+	verb := "query session"
+	if cmd.Verb == shell.VerbQueryUser {
+		verb = "query user"
+	}
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			line := verb + " /fo:json /server:" + name
+			out, errOut, status, err := r.run(ctx, name, caller, line, r.o.CommandTimeout)
+			r.o.Audit.Event("relay", slog.String("admin", caller.Identity.Name), slog.String("to", name),
+				slog.String("line", line), slog.Int("status", status), slog.String("error", errString(err)))
+			if err == nil && status != 0 {
+				err = serverErr("%s", strings.TrimSpace(shell.Clean(string(errOut))))
+			}
+			if err != nil {
+				results[i].err = fmt.Errorf("server %s: %w", name, err)
+				return
+			}
+			var list []shell.JSONSession
+			if err := json.Unmarshal(out, &list); err != nil {
+				results[i].err = serverErr("server %s: unreadable answer: %v", name, err)
+				return
+			}
+			for _, j := range list {
+				results[i].rows = append(results[i].rows, fromJSON(j, name))
+			}
+		}()
+	}
+	wg.Wait()
+	var rows []shell.Row
+	var errs []error
+	for _, res := range results {
+		rows = append(rows, res.rows...)
+		if res.err != nil {
+			errs = append(errs, res.err)
+		}
+	}
+	return rows, errs
+}
+
+func fromJSON(j shell.JSONSession, server string) shell.Row {
+	var row shell.Row
+	row.Server = server
+	row.ID, row.Name, row.User, row.Type, row.Source, row.Device = j.ID, j.Name, j.User, j.Type, j.Source, j.Device
+	row.State = sessions.State(j.State)
+	row.LogonTime, _ = time.Parse(time.RFC3339, j.LogonTime)
+	row.IdleTime = time.Duration(j.IdleSeconds) * time.Second
+	row.CanLogoff = j.CanLogoff
+	return row
+}
+
+// run sends one line to a peer and collects its output and exit status.
+// err is set (a *shell.ServerError) when the peer could not be asked.
+func (r *Relay) run(ctx context.Context, name string, caller shell.Caller, line string, timeout time.Duration) (stdout, stderr []byte, status int, err error) {
+	req, _ := json.Marshal(Request{
+		Relay: 1, Admin: caller.Identity.Name, Fingerprint: caller.Identity.Fingerprint,
+		Via: r.o.Self, Line: line,
+	})
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// A pooled connection may have died since; try a fresh one once.
+	for attempt := 0; attempt < 2; attempt++ {
+		client, fresh, err := r.client(ctx, name)
+		if err != nil {
+			return nil, nil, shell.StatusServer, err
+		}
+		sess, err := client.NewSession()
+		if err != nil {
+			r.drop(name, client)
+			if fresh {
+				return nil, nil, shell.StatusServer, serverErr("the peer refused a session: %v", err)
+			}
+			continue
+		}
+		stdout, stderr, status, err = r.exec(ctx, sess, string(req))
+		if err != nil {
+			r.drop(name, client)
+		}
+		return stdout, stderr, status, err
+	}
+	return nil, nil, shell.StatusServer, serverErr("no connection")
+}
+
+func (r *Relay) exec(ctx context.Context, sess *ssh.Session, req string) ([]byte, []byte, int, error) {
+	defer sess.Close()
+	var stdout, stderr limitedBuffer
+	stdout.max, stderr.max = maxOutput, maxOutput
+	sess.Stdout, sess.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	go func() { done <- sess.Run(req) }()
+	select {
+	case err := <-done:
+		var exit *ssh.ExitError
+		switch {
+		case err == nil:
+			return stdout.Bytes(), stderr.Bytes(), 0, nil
+		case errors.As(err, &exit):
+			return stdout.Bytes(), stderr.Bytes(), exit.ExitStatus(), nil
+		default:
+			return nil, nil, shell.StatusServer, serverErr("the command was cut off: %v", err)
+		}
+	case <-ctx.Done():
+		sess.Close()
+		return nil, nil, shell.StatusServer, serverErr("no answer in time (%v)", ctx.Err())
+	}
+}
+
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, errors.New("too much output")
+	}
+	return b.Buffer.Write(p)
+}
+
+// client returns a pooled connection to the peer, or dials one.
+func (r *Relay) client(ctx context.Context, name string) (*ssh.Client, bool, error) {
+	_, srv, ok := r.lookup(name)
+	if !ok {
+		return nil, false, serverErr("unknown server %q", name)
+	}
+	key := strings.ToUpper(name)
+	r.mu.Lock()
+	if p := r.pool[key]; p != nil && p.addr == srv.Address && p.key == srv.HostKey.Value {
+		p.timer.Reset(r.o.IdleExpiry)
+		r.mu.Unlock()
+		return p.client, false, nil
+	}
+	r.mu.Unlock()
+
+	client, err := r.dial(ctx, srv)
+	if err != nil {
+		return nil, true, err
+	}
+	p := &pooled{client: client, addr: srv.Address, key: srv.HostKey.Value}
+	p.timer = time.AfterFunc(r.o.IdleExpiry, func() { r.drop(name, client) })
+	r.mu.Lock()
+	if old := r.pool[key]; old != nil {
+		// Another command dialled meanwhile, or the peer's address or
+		// key changed: keep the newest.
+		old.timer.Stop()
+		go old.client.Close()
+	}
+	r.pool[key] = p
+	r.mu.Unlock()
+	return client, true, nil
+}
+
+// drop closes a pooled connection, if it is still the pooled one.
+func (r *Relay) drop(name string, client *ssh.Client) {
+	key := strings.ToUpper(name)
+	r.mu.Lock()
+	if p := r.pool[key]; p != nil && p.client == client {
+		p.timer.Stop()
+		delete(r.pool, key)
+	}
+	r.mu.Unlock()
+	client.Close()
+}
+
+// Close closes every pooled connection.
+func (r *Relay) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, p := range r.pool {
+		p.timer.Stop()
+		p.client.Close()
+		delete(r.pool, k)
+	}
+}
+
+// dial connects to a peer within the connect timeout, verifying its pinned
+// host key, and authenticates with this server's host key.
+func (r *Relay) dial(ctx context.Context, srv config.Server) (*ssh.Client, error) {
+	pinned, err := keys.PeerKey(srv.HostKey.Value)
+	if err != nil {
+		return nil, serverErr("bad pinned host key: %v", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, r.o.ConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", srv.Address)
+	if err != nil {
+		return nil, serverErr("unreachable: %v", err)
+	}
+	deadline, _ := dctx.Deadline()
+	conn.SetDeadline(deadline)
+	cc, chans, reqs, err := ssh.NewClientConn(conn, srv.Address, &ssh.ClientConfig{
+		User:              RelayUser,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(r.o.Signer)},
+		HostKeyCallback:   ssh.FixedHostKey(pinned),
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+		Config:            ssh.Config{KeyExchanges: keys.KeyExchanges, Ciphers: keys.Ciphers, MACs: keys.MACs},
+	})
+	if err != nil {
+		conn.Close()
+		if strings.Contains(err.Error(), "host key mismatch") || strings.Contains(err.Error(), "ssh: host key") {
+			return nil, serverErr("the peer's host key does not match the pinned one")
+		}
+		return nil, serverErr("refused: %v", err)
+	}
+	conn.SetDeadline(time.Time{})
+	return ssh.NewClient(cc, chans, reqs), nil
+}
