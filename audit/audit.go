@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -86,11 +85,12 @@ func (l *Log) Auth(addr, login, method, fingerprint, admin string, accepted bool
 		slog.Bool("accepted", accepted), slog.String("reason", reason))
 }
 
-// Command records a command line run by an admin, with its exit status.
-func (l *Log) Command(admin, session, server string, words []string, status int) {
+// Command records a command line run by an admin, with its exit status
+// and how long the server took to run it.
+func (l *Log) Command(admin, session, server string, words []string, status int, took time.Duration) {
 	l.write("command", false,
 		slog.String("admin", admin), slog.String("session", session), slog.String("server", server),
-		slog.Any("words", words), slog.Int("status", status))
+		slog.Any("words", words), slog.Int("status", status), slog.Int64("took_us", took.Microseconds()))
 }
 
 // Logoff is what a logoff record says.
@@ -139,5 +139,3 @@ func (l *Log) Event(event string, attrs ...slog.Attr) {
 	l.write(event, false, attrs...)
 }
 
-// Writer returns where the log writes, for tests.
-func (l *Log) Writer() io.Writer { return l.file }

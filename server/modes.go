@@ -33,7 +33,7 @@ func (c *channel) runLine(ctx context.Context, mode shell.Mode, line string, std
 	cmd, err := shell.Parse(line)
 	if err != nil {
 		fmt.Fprintf(stderr, "tsadmin: %s\n", err)
-		c.srv.audit.Command(c.v.id.Name, fmt.Sprint(c.shell.ID()), c.srv.env.Server, []string{shell.Clean(line)}, shell.ExitStatus(err))
+		c.srv.audit.Command(c.v.id.Name, fmt.Sprint(c.shell.ID()), c.srv.env.Server, []string{shell.Clean(line)}, shell.ExitStatus(err), 0)
 		return shell.Outcome{Status: shell.ExitStatus(err)}
 	}
 	return c.srv.env.Run(ctx, c.caller(mode), cmd, stdout, stderr)

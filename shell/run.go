@@ -67,9 +67,10 @@ type Outcome struct {
 // Run carries out one command and writes its output to stdout and its
 // errors, one line each, to stderr.
 func (e *Env) Run(ctx context.Context, c Caller, cmd Command, stdout, stderr io.Writer) Outcome {
+	start := time.Now()
 	out := e.run(ctx, c, cmd, stdout, stderr)
 	if cmd.Verb != VerbNone {
-		e.Audit.Command(c.Identity.Name, sessionLabel(c), e.Server, cmd.Words, out.Status)
+		e.Audit.Command(c.Identity.Name, sessionLabel(c), e.Server, cmd.Words, out.Status, time.Since(start))
 	}
 	return out
 }
