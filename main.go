@@ -89,6 +89,10 @@ func load(path string) (*config.Config, *keys.Policy, error) {
 }
 
 func run(log *slog.Logger, configPath string, check bool) error {
+	// Catch the signals first: a SIGHUP that arrives while the server
+	// starts must reload, not kill it.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	cfg, policy, err := load(configPath)
 	if err != nil {
 		return err
@@ -151,8 +155,6 @@ func run(log *slog.Logger, configPath string, check bool) error {
 		"admins", len(policy.Admins), "version", version)
 	auditLog.Event("start", slog.String("server", cfg.Name), slog.String("addr", l.Addr().String()))
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	for {

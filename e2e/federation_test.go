@@ -21,8 +21,8 @@ type node struct {
 	*Server
 }
 
-// freeAddr reserves a loopback port for a server whose address its peers
-// must know before it starts.
+// freeAddr returns a loopback address where nothing listens, for a peer
+// that is configured but down.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -33,31 +33,48 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// federation starts servers named names, each listing all the others as
-// peers. admins maps a server name to its admins: block; roles are
-// operator (*) and viewer (none).
-func startFederation(t *testing.T, names []string, admins map[string]string, skip map[string]bool) map[string]*node {
+// startFederation starts servers named names, each listing all the others
+// as peers. admins maps a server name to its admins: block; roles are
+// operator (*) and viewer (none). The servers in down are configured as
+// peers but not started. Each server first starts on a port of its own
+// choosing; then every config gets the peers' addresses and a SIGHUP, so
+// that no port is reserved ahead and lost to a race.
+func startFederation(t *testing.T, names []string, admins map[string]string, down map[string]bool) map[string]*node {
 	t.Helper()
 	nodes := map[string]*node{}
-	for _, n := range names {
-		dir := t.TempDir()
-		nodes[n] = &node{name: n, dir: dir, hostKey: newKey(t, dir, "ssh_host_ed25519_key"), addr: freeAddr(t)}
+	config := func(n, servers string) string {
+		return fmt.Sprintf("name: %s\nroles:\n  operator: { logoff: [\"*\"] }\n  viewer: { logoff: [] }\nadmins:\n%s\n%s", n, admins[n], servers)
 	}
 	for _, n := range names {
-		me := nodes[n]
+		dir := t.TempDir()
+		me := &node{name: n, dir: dir, hostKey: newKey(t, dir, "ssh_host_ed25519_key")}
+		nodes[n] = me
+		if down[n] {
+			me.addr = freeAddr(t)
+			continue
+		}
+		me.Server = startServer(t, dir, config(n, ""))
+		me.addr = me.Server.Addr
+	}
+	for _, n := range names {
+		if down[n] {
+			continue
+		}
 		var peers strings.Builder
+		peers.WriteString("servers:\n")
 		for _, p := range names {
-			if p == n {
-				continue
+			if p != n {
+				fmt.Fprintf(&peers, "  %s:\n    address: %s\n    host_key: %q\n", p, nodes[p].addr, pubOnly(nodes[p].hostKey.Public))
 			}
-			fmt.Fprintf(&peers, "  %s:\n    address: %s\n    host_key: %q\n", p, nodes[p].addr, pubOnly(nodes[p].hostKey.Public))
 		}
-		cfg := fmt.Sprintf("name: %s\nlisten: %s\nroles:\n  operator: { logoff: [\"*\"] }\n  viewer: { logoff: [] }\nadmins:\n%s\nservers:\n%s",
-			n, me.addr, admins[n], peers.String())
-		if skip[n] {
-			continue // configured as a peer, but down
+		me := nodes[n]
+		me.rewriteConfig(t, "listen: 127.0.0.1:0\n"+config(n, peers.String()))
+		me.Signal(sighup)
+	}
+	for _, n := range names {
+		if !down[n] && !nodes[n].waitLog("configuration reloaded", 5*time.Second) {
+			t.Fatalf("%s did not take its peers: %s", n, nodes[n].Log())
 		}
-		me.Server = startServer(t, me.dir, cfg)
 	}
 	return nodes
 }
