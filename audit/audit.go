@@ -138,4 +138,3 @@ func (l *Log) LogoffOutcome(e Logoff, err error) {
 func (l *Log) Event(event string, attrs ...slog.Attr) {
 	l.write(event, false, attrs...)
 }
-

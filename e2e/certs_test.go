@@ -65,7 +65,9 @@ trusted_user_ca_keys:
 			}
 		})
 	}
-	if !hasAudit(s.Audit(), func(m map[string]any) bool { return m["msg"] == "auth" && m["admin"] == "erin" && m["reason"] == "cert" }) {
+	if !hasAudit(s.Audit(), func(m map[string]any) bool {
+		return m["msg"] == "auth" && m["admin"] == "erin" && m["reason"] == "cert"
+	}) {
 		t.Error("certificate logins are not audited as such")
 	}
 }
