@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +35,7 @@ Flags:
   -config FILE   the configuration (default ./config.yaml)
   -check         check the configuration and the keys it names, then exit
   -version       print the version and exit
+  -cpuprofile F  write a CPU profile (pprof) to F until the server stops
 
 Files:
   config.yaml            the configuration; see the annotated sample
@@ -58,6 +60,7 @@ func main() {
 	configPath := flags.String("config", "config.yaml", "")
 	check := flags.Bool("check", false, "")
 	showVersion := flags.Bool("version", false, "")
+	cpuProfile := flags.String("cpuprofile", "", "")
 	if err := flags.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -69,7 +72,17 @@ func main() {
 		return
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Error(err.Error())
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(log, *configPath, *check); err != nil {
+		pprof.StopCPUProfile()
 		log.Error(err.Error())
 		os.Exit(1)
 	}

@@ -115,7 +115,8 @@ func startServer(t testing.TB, dir, config string) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{t: t, Dir: dir, Config: path, done: make(chan struct{})}
-	s.cmd = exec.Command(binary, "-config", path)
+	// TSADMIN_SERVER_ARGS adds flags, for profiling: -cpuprofile FILE.
+	s.cmd = exec.Command(binary, append([]string{"-config", path}, strings.Fields(os.Getenv("TSADMIN_SERVER_ARGS"))...)...)
 	s.cmd.Dir = dir
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {

@@ -26,6 +26,7 @@ type connState struct {
 	sessions int                   // session channels open now
 	live     map[*channel]struct{} // running shells and commands
 	closed   bool
+	done     chan struct{} // closed when the connection closes
 }
 
 type connKey struct{}
@@ -47,6 +48,7 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 	c := &connState{
 		srv: s, netConn: conn, remote: conn.RemoteAddr(), source: host,
 		started: time.Now(), pending: true, live: make(map[*channel]struct{}),
+		done: make(chan struct{}),
 	}
 	var evict []*connState
 	s.mu.Lock()
@@ -120,9 +122,11 @@ func (c *connState) keepalive(conn *gossh.ServerConn, interval time.Duration, co
 	missed := 0
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for range t.C {
-		if c.isClosed() {
+	for {
+		select {
+		case <-c.done:
 			return
+		case <-t.C:
 		}
 		answered := make(chan error, 1)
 		go func() {
@@ -137,6 +141,8 @@ func (c *connState) keepalive(conn *gossh.ServerConn, interval time.Duration, co
 			missed = 0
 		case <-time.After(interval):
 			missed++
+		case <-c.done:
+			return
 		}
 		if missed >= count {
 			c.srv.log.Info("keepalives unanswered; closing", "addr", c.remote.String())
@@ -144,12 +150,6 @@ func (c *connState) keepalive(conn *gossh.ServerConn, interval time.Duration, co
 			return
 		}
 	}
-}
-
-func (c *connState) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
 }
 
 func (s *Server) releaseStartup(c *connState) {
@@ -172,6 +172,7 @@ func (c *connState) closedConn() {
 	wasPending := c.pending
 	c.pending = false
 	c.mu.Unlock()
+	close(c.done)
 	c.grace.Stop()
 	if wasPending {
 		c.srv.releaseStartup(c)

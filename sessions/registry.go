@@ -3,7 +3,7 @@ package sessions
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,12 +16,18 @@ type Registry struct {
 	mu      sync.Mutex
 	sources []Source
 	next    int
-	ids     map[string]int // source name + "\x00" + key -> ID
+	gen     uint64                         // listings started so far
+	ids     map[string]map[string]*idEntry // source name -> key -> entry
+}
+
+type idEntry struct {
+	id   int
+	seen uint64 // the newest listing that saw the session
 }
 
 // NewRegistry returns an empty registry; add sources with AddSource.
 func NewRegistry() *Registry {
-	return &Registry{next: 1, ids: make(map[string]int)}
+	return &Registry{next: 1, ids: make(map[string]map[string]*idEntry)}
 }
 
 // AddSource adds a source. Sources are listed in the order they were added.
@@ -47,17 +53,22 @@ func (r *Registry) Sources() []string {
 func (r *Registry) IDFor(source, key string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.idForLocked(source + "\x00" + key)
+	return r.entryLocked(source, key).id
 }
 
-func (r *Registry) idForLocked(k string) int {
-	if id, ok := r.ids[k]; ok {
-		return id
+func (r *Registry) entryLocked(source, key string) *idEntry {
+	bySource := r.ids[source]
+	if bySource == nil {
+		bySource = make(map[string]*idEntry)
+		r.ids[source] = bySource
 	}
-	id := r.next
-	r.next++
-	r.ids[k] = id
-	return id
+	e := bySource[key]
+	if e == nil {
+		e = &idEntry{id: r.next}
+		r.next++
+		bySource[key] = e
+	}
+	return e
 }
 
 // SourceError is a source that could not be listed; the others still are.
@@ -75,6 +86,8 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 	r.mu.Lock()
 	sources := append([]Source(nil), r.sources...)
 	firstNew := r.next
+	r.gen++
+	gen := r.gen
 	r.mu.Unlock()
 
 	type result struct {
@@ -99,39 +112,39 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 	}
 	wg.Wait()
 
+	n := 0
+	for _, res := range results {
+		n += len(res.list)
+	}
+	all = make([]Session, 0, n)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	seen := make(map[string]bool)
-	failed := make(map[string]bool)
 	for i, src := range sources {
 		name := src.Name()
 		if results[i].err != nil {
-			failed[name] = true
 			errs = append(errs, &SourceError{Source: name, Err: results[i].err})
 			continue
 		}
 		for _, s := range results[i].list {
-			k := name + "\x00" + s.Key
-			s.ID = r.idForLocked(k)
+			e := r.entryLocked(name, s.Key)
+			e.seen = max(e.seen, gen)
+			s.ID = e.id
 			s.Source = name
-			seen[k] = true
 			all = append(all, s)
 		}
-	}
-	// Forget sessions that have gone, so the map does not grow without
-	// bound. Only entries that existed before this listing started can be
-	// judged gone: one allocated meanwhile may belong to a session that
-	// started after its source was read.
-	for k, id := range r.ids {
-		if id >= firstNew || seen[k] {
-			continue
-		}
-		src, _, _ := strings.Cut(k, "\x00")
-		if !failed[src] {
-			delete(r.ids, k)
+		// Forget the source's sessions that have gone, so the map does
+		// not grow without bound. Only entries that existed before this
+		// listing started can be judged gone (one allocated meanwhile may
+		// belong to a session that started after the source was read),
+		// and only if no later listing has seen them since. A source
+		// that failed forgets nothing.
+		for key, e := range r.ids[name] {
+			if e.id < firstNew && e.seen < gen {
+				delete(r.ids[name], key)
+			}
 		}
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	slices.SortFunc(all, func(a, b Session) int { return a.ID - b.ID })
 	return all, errs
 }
 

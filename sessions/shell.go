@@ -64,8 +64,11 @@ func (src *ShellSource) Add(admin, device string, ctl ShellControl) *ShellSessio
 		src: src, key: key, admin: admin, device: device,
 		logon: now, lastInput: now, ctl: ctl, done: make(chan struct{}),
 	}
-	s.id = src.reg.IDFor(src.Name(), key)
+	// The ID and the entry in the map in one step: a listing then either
+	// sees the session, or started before its ID existed (and so cannot
+	// judge it gone).
 	src.mu.Lock()
+	s.id = src.reg.IDFor(src.Name(), key)
 	src.sessions[key] = s
 	src.mu.Unlock()
 	return s

@@ -1,6 +1,7 @@
 package shell
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -103,62 +104,94 @@ func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 		cols = append(cols, colName, colUser, colID, colState, colType, colDevice)
 	}
 	// Widths: the widest cell, at least the minimum, at most maxColumns.
-	cells := make([][]string, len(rows))
+	// Cells are kept with their width in runes, counted once.
+	type cell struct {
+		text  string
+		runes int
+	}
+	cells := make([]cell, len(rows)*len(cols))
 	widths := make([]int, len(cols))
 	for i, c := range cols {
 		widths[i] = max(c.width, len(c.title))
 	}
 	for r, row := range rows {
-		cells[r] = make([]string, len(cols))
 		for i, c := range cols {
 			v := fit(c.value(row), maxColumns)
-			cells[r][i] = v
-			if n := utf8.RuneCountInString(v); n > widths[i] {
-				widths[i] = n
-			}
+			n := utf8.RuneCountInString(v)
+			cells[r*len(cols)+i] = cell{v, n}
+			widths[i] = max(widths[i], n)
 		}
 	}
-	var b strings.Builder
-	line := func(mark byte, vals []string) {
-		var l strings.Builder
-		l.WriteByte(mark)
+	var b bytes.Buffer
+	b.Grow((len(rows) + 1) * (sum(widths) + 2*len(cols) + 2))
+	var line []byte
+	writeLine := func(mark byte, vals []cell) {
+		line = append(line[:0], mark)
+		runes := 1
 		for i, v := range vals {
 			last := i == len(vals)-1
-			pad := widths[i] - utf8.RuneCountInString(v)
+			pad := widths[i] - v.runes
 			if cols[i].right {
-				l.WriteString(strings.Repeat(" ", pad))
-				l.WriteString(v)
-			} else {
-				l.WriteString(v)
-				if !last {
-					l.WriteString(strings.Repeat(" ", pad))
-				}
+				line = appendSpaces(line, pad)
 			}
+			line = append(line, v.text...)
+			runes += v.runes + pad
 			if !last {
-				l.WriteString("  ")
+				if !cols[i].right {
+					line = appendSpaces(line, pad)
+				}
+				line = append(line, "  "...)
+				runes += 2
+			} else if !cols[i].right {
+				runes -= pad
 			}
 		}
-		s := l.String()
-		if width > 0 && utf8.RuneCountInString(s) > width {
-			s = string([]rune(s)[:width-1]) + "~"
+		if width > 0 && runes > width {
+			// Cut to the terminal: rows never wrap.
+			cut, n := 0, 0
+			for cut < len(line) && n < width-1 {
+				_, size := utf8.DecodeRune(line[cut:])
+				cut += size
+				n++
+			}
+			line = append(line[:cut], '~')
 		}
-		b.WriteString(strings.TrimRight(s, " "))
+		b.Write(bytes.TrimRight(line, " "))
 		b.WriteByte('\n')
 	}
-	titles := make([]string, len(cols))
+	titles := make([]cell, len(cols))
 	for i, c := range cols {
-		titles[i] = c.title
+		titles[i] = cell{c.title, len(c.title)}
 	}
-	line(' ', titles)
+	writeLine(' ', titles)
 	for r, row := range rows {
 		mark := byte(' ')
 		if row.Current {
 			mark = '>'
 		}
-		line(mark, cells[r])
+		writeLine(mark, cells[r*len(cols):(r+1)*len(cols)])
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := w.Write(b.Bytes())
 	return err
+}
+
+const spaces = "                                                                "
+
+func appendSpaces(b []byte, n int) []byte {
+	for n > 0 {
+		k := min(n, len(spaces))
+		b = append(b, spaces[:k]...)
+		n -= k
+	}
+	return b
+}
+
+func sum(xs []int) int {
+	t := 0
+	for _, x := range xs {
+		t += x
+	}
+	return t
 }
 
 // idleText formats an idle time as quser does: "." for under a minute,

@@ -1,0 +1,153 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+)
+
+// fakeSource is a test double for a host source: a list the test controls.
+type fakeSource struct {
+	mu   sync.Mutex
+	name string
+	list []Session
+	err  error
+}
+
+func (f *fakeSource) Name() string { return f.name }
+func (f *fakeSource) List(context.Context) ([]Session, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Session(nil), f.list...), f.err
+}
+func (f *fakeSource) Logoff(context.Context, Session, Reporter) error { return nil }
+func (f *fakeSource) set(keys ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.list = nil
+	for _, k := range keys {
+		f.list = append(f.list, Session{Key: k, Name: "pts/" + k, User: "u" + k})
+	}
+}
+
+func ids(list []Session) map[string]int {
+	m := map[string]int{}
+	for _, s := range list {
+		m[s.Key] = s.ID
+	}
+	return m
+}
+
+func TestIDsAreStableAndNeverReused(t *testing.T) {
+	r := NewRegistry()
+	src := &fakeSource{name: "host"}
+	r.AddSource(src)
+	ctx := context.Background()
+
+	src.set("a", "b")
+	first, _ := r.List(ctx)
+	again, _ := r.List(ctx)
+	if ids(first)["a"] != ids(again)["a"] || ids(first)["b"] != ids(again)["b"] {
+		t.Fatalf("IDs changed between listings: %v %v", ids(first), ids(again))
+	}
+	// b ends, c starts: c gets a new ID, never b's.
+	src.set("a", "c")
+	third, _ := r.List(ctx)
+	if ids(third)["c"] == ids(first)["b"] || ids(third)["c"] == ids(first)["a"] {
+		t.Fatalf("an ID was reused: %v after %v", ids(third), ids(first))
+	}
+	// b comes back with the same key after being forgotten: a new ID too.
+	src.set("a", "b", "c")
+	fourth, _ := r.List(ctx)
+	if ids(fourth)["b"] == ids(first)["b"] {
+		t.Fatalf("an ended session's ID came back: %v", ids(fourth))
+	}
+	// The map forgets what has gone.
+	src.set()
+	r.List(ctx)
+	if n := len(r.ids["host"]); n != 0 {
+		t.Errorf("%d gone sessions are still remembered", n)
+	}
+}
+
+func TestAFailingSourceKeepsItsIDs(t *testing.T) {
+	r := NewRegistry()
+	src := &fakeSource{name: "host"}
+	r.AddSource(src)
+	ctx := context.Background()
+	src.set("a")
+	before, _ := r.List(ctx)
+	src.err = errors.New("utmp unreadable")
+	_, errs := r.List(ctx)
+	if len(errs) != 1 {
+		t.Fatalf("want the source's error, got %v", errs)
+	}
+	src.err = nil
+	after, _ := r.List(ctx)
+	if ids(before)["a"] != ids(after)["a"] {
+		t.Errorf("a source that failed once lost its IDs: %v -> %v", ids(before), ids(after))
+	}
+}
+
+func TestFindNeverGuesses(t *testing.T) {
+	list := []Session{{ID: 3, Name: "pts/1"}, {ID: 4, Name: "PTS/2"}, {ID: 5, Name: "pts/2"}}
+	if s, err := Find(list, "3"); err != nil || s.Name != "pts/1" {
+		t.Errorf("by ID: %v %v", s, err)
+	}
+	if s, err := Find(list, "PTS/1"); err != nil || s.ID != 3 {
+		t.Errorf("by name, case-insensitive: %v %v", s, err)
+	}
+	if _, err := Find(list, "pts/2"); !errors.Is(err, ErrAmbiguous) {
+		t.Errorf("an ambiguous name: %v", err)
+	}
+	if _, err := Find(list, "9"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a missing ID: %v", err)
+	}
+	if _, err := Find(list, "tty9"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a missing name: %v", err)
+	}
+}
+
+type nopControl struct{}
+
+func (nopControl) Kick(string)   {}
+func (nopControl) Notify(string) {}
+
+// Shell sessions added while listings run keep the ID they were given.
+func TestShellSessionIDsSurviveConcurrentListings(t *testing.T) {
+	r := NewRegistry()
+	shells := NewShellSource(r)
+	r.AddSource(shells)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				r.List(ctx)
+			}
+		}
+	}()
+	var added []*ShellSession
+	for i := 0; i < 500; i++ {
+		added = append(added, shells.Add("alice", "127.0.0.1", nopControl{}))
+	}
+	close(stop)
+	wg.Wait()
+	list, _ := r.List(ctx)
+	got := map[int]string{}
+	for _, s := range list {
+		got[s.ID] = s.Name
+	}
+	for _, s := range added {
+		if got[s.ID()] != s.Name() {
+			t.Fatalf("session %s is listed under ID %d as %q", s.Name(), s.ID(), got[s.ID()])
+		}
+	}
+}
