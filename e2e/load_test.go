@@ -224,6 +224,11 @@ func TestLoad(t *testing.T) {
 	fmt.Printf("MEASURE load: after all ended: fds %d (baseline %d), RSS %d KiB (baseline %d)\n", endFDs, baseFDs, endRSS, baseRSS)
 	if failures.Load() != 0 || shotFailures.Load() != 0 {
 		t.Errorf("failures: %d interactive, %d one-shot", failures.Load(), shotFailures.Load())
+		for _, l := range strings.Split(f.Log(), "\n") {
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") || strings.Contains(l, "panic") {
+				t.Log(l)
+			}
+		}
 	}
 	if endFDs > baseFDs+2 {
 		t.Errorf("descriptors leak: %d at the end, %d at the start", endFDs, baseFDs)

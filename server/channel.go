@@ -117,7 +117,18 @@ func (c *channel) handleRequests(ctx context.Context, reqs <-chan *gossh.Request
 			}
 			// Refused: nothing in the environment changes tsadmin.
 		case "exec", "shell":
-			ok = c.start(ctx, req)
+			// Reply before the command runs: a quick command would
+			// otherwise close the channel before the client heard that
+			// its exec was accepted, and the client would see EOF.
+			var run func()
+			run, ok = c.start(ctx, req)
+			if req.WantReply {
+				req.Reply(ok, nil)
+			}
+			if run != nil {
+				run()
+			}
+			continue
 		case "subsystem":
 			c.srv.audit.Event("refused", slog.String("admin", c.v.id.Name), slog.String("what", "subsystem"))
 		default:
@@ -181,20 +192,21 @@ func clampDim(n uint32) int {
 	return int(n)
 }
 
-// start runs the session's command, script or shell, once.
-func (c *channel) start(ctx context.Context, req *gossh.Request) bool {
+// start prepares the session's command, script or shell, once, and
+// returns what starts it.
+func (c *channel) start(ctx context.Context, req *gossh.Request) (func(), bool) {
 	var raw string
 	if req.Type == "exec" {
 		var p struct{ Command string }
 		if err := gossh.Unmarshal(req.Payload, &p); err != nil {
-			return false
+			return nil, false
 		}
 		raw = p.Command
 	}
 	c.mu.Lock()
 	if c.started {
 		c.mu.Unlock()
-		return false
+		return nil, false
 	}
 	c.started = true
 	pty := c.pty != nil
@@ -204,10 +216,11 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) bool {
 		// A peer runs relayed commands only: no shell, no PTY, and it is
 		// not an admin session of its own.
 		if req.Type != "exec" || pty {
-			return false
+			return nil, false
 		}
-		c.srv.safeGo("relayed command", func() { c.runRelayed(ctx, raw) }, func() { c.exit(shell.StatusNotFound) })
-		return true
+		return func() {
+			c.srv.safeGo("relayed command", func() { c.runRelayed(ctx, raw) }, func() { c.exit(shell.StatusNotFound) })
+		}, true
 	}
 
 	c.shell = c.srv.shells.Add(c.v.id.Name, c.conn.source, c)
@@ -220,22 +233,23 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) bool {
 		c.conn.mu.Unlock()
 		c.shell.Close()
 	}
-	c.srv.safeGo("session", func() {
-		defer done()
-		switch {
-		case req.Type == "exec":
-			c.runExec(ctx, raw, pty)
-		case pty:
-			c.runInteractive(ctx)
-		default:
-			c.runScript(ctx)
-		}
-	}, func() {
-		done()
-		io.WriteString(c.ch.Stderr(), "tsadmin: internal error; the session ends\r\n")
-		c.exit(shell.StatusNotFound)
-	})
-	return true
+	return func() {
+		c.srv.safeGo("session", func() {
+			defer done()
+			switch {
+			case req.Type == "exec":
+				c.runExec(ctx, raw, pty)
+			case pty:
+				c.runInteractive(ctx)
+			default:
+				c.runScript(ctx)
+			}
+		}, func() {
+			done()
+			io.WriteString(c.ch.Stderr(), "tsadmin: internal error; the session ends\r\n")
+			c.exit(shell.StatusNotFound)
+		})
+	}, true
 }
 
 // exit sends the exit status and closes the channel, once.
