@@ -187,3 +187,27 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(data)
 }
+
+// A client that stops answering (its process stopped with SIGSTOP: the
+// TCP connection stays up, nothing reads) is closed after the keepalives
+// go unanswered, and its session leaves the listing.
+func TestUnansweredKeepalivesCloseTheConnection(t *testing.T) {
+	f := newFleet(t, "limits: { keepalive_interval: 1s, keepalive_count_max: 2 }\n")
+	it := f.Open(f.bob)
+	if len(sessionsOf(f.List(f.alice), "bob")) != 1 {
+		t.Fatal("bob's session is not listed")
+	}
+	it.cmd.Process.Signal(syscall.SIGSTOP)
+	defer it.cmd.Process.Signal(syscall.SIGCONT)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if len(sessionsOf(f.List(f.alice), "bob")) == 0 {
+			if !f.waitLog("keepalives unanswered", time.Second) {
+				t.Errorf("the session went, but not for the keepalives:\n%s", f.Log())
+			}
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatal("a client that stopped answering is still listed after 10s with 1s keepalives")
+}

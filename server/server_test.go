@@ -193,3 +193,39 @@ func TestNegotiatedAlgorithms(t *testing.T) {
 		t.Error("a non-ed25519 host key algorithm was negotiated")
 	}
 }
+
+// hostileSource reports a host session whose user, name and device carry
+// escape sequences and line breaks, as a crafted utmp record could.
+type hostileSource struct{}
+
+func (hostileSource) Name() string { return "host" }
+func (hostileSource) List(context.Context) ([]sessions.Session, error) {
+	return []sessions.Session{{
+		Key: "x", Name: "pts/\x1b[2J9", User: "\x1b]0;pwned\x07mallory\u202e", Type: "sshd\x9b31m",
+		Device: "evil\r\nFAKE ROW", State: sessions.Active,
+	}}, nil
+}
+func (hostileSource) Logoff(context.Context, sessions.Session, sessions.Reporter) error {
+	return nil
+}
+
+// Text from outside never reaches the admin's terminal raw: not in the
+// table, not in JSON, not in error messages.
+func TestHostileNamesAreNeutralised(t *testing.T) {
+	addr, alice := startInProcess(t, hostileSource{})
+	for _, cmd := range []string{"query session", "quser", "query session /fo:json", "logoff 2 /v", "query session mallory"} {
+		out, _ := run(t, addr, alice, cmd)
+		for _, bad := range []string{"\x1b", "\x07", "\r", "\u202e", "\x9b", "\u009b"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s: the output carries a raw %q: %q", cmd, bad, out)
+			}
+		}
+		if strings.Contains(out, "\nFAKE ROW") {
+			t.Errorf("%s: a device name started a row of its own: %q", cmd, out)
+		}
+	}
+	out, _ := run(t, addr, alice, "query session")
+	if !strings.Contains(out, `\x1b]0;pwned\x07mallory\u202e`) || !strings.Contains(out, `evil\x0d\x0aFAKE ROW`) {
+		t.Errorf("the escaped forms are not shown: %q", out)
+	}
+}
