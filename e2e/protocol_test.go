@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -206,4 +207,25 @@ func TestLoginGraceClosesSilentConnections(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("a silent connection was held for %s with a 1s login grace", d)
 	}
+}
+
+// Repeated failed authentication ends the connection: with max_auth_tries
+// 3, a client offering four unknown keys before the right one never gets
+// to the right one.
+func TestMaxAuthTries(t *testing.T) {
+	f := newFleet(t, "limits: { max_auth_tries: 3 }\n")
+	var signers []ssh.Signer
+	for i := 0; i < 4; i++ {
+		signers = append(signers, newKey(t, t.TempDir(), fmt.Sprintf("wrong%d", i)).Signer)
+	}
+	if c, err := f.dial(t, "alice", ssh.PublicKeys(append(signers, f.alice.Signer)...)); err == nil {
+		c.Close()
+		t.Fatal("the fifth key was tried after three failures")
+	}
+	// Two wrong keys, then the right one: within the limit.
+	c, err := f.dial(t, "alice", ssh.PublicKeys(signers[0], signers[1], f.alice.Signer))
+	if err != nil {
+		t.Fatalf("two failures then the right key: %v", err)
+	}
+	c.Close()
 }
