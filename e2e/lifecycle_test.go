@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -210,4 +211,25 @@ func TestUnansweredKeepalivesCloseTheConnection(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatal("a client that stopped answering is still listed after 10s with 1s keepalives")
+}
+
+// A script whose input stays open but silent is ended after the idle
+// timeout too.
+func TestIdleTimeoutEndsASilentScript(t *testing.T) {
+	f := newFleet(t, "limits: { idle_timeout: 1s }\n")
+	args := append(f.sshArgs(f.alice, "-T"), "admin@127.0.0.1")
+	cmd := exec.Command("ssh", args...)
+	stdin, _ := cmd.StdinPipe() // held open, never written
+	defer stdin.Close()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(8 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("a silent script outlived the 1s idle timeout")
+	}
 }

@@ -107,8 +107,17 @@ func (c *channel) runScript(ctx context.Context) {
 	r := bufio.NewReaderSize(c.ch, shell.MaxLineBytes+2)
 	status := 0
 	var last shell.Outcome
+	// A script that stops sending without closing its input is ended
+	// after the idle timeout, like an interactive session.
+	idle := c.srv.cfg.Load().Limits.IdleTimeout.Duration
+	timer := time.AfterFunc(idle, func() {
+		c.notify("tsadmin: idle timeout; closing the session")
+		c.ch.Close()
+	})
+	defer timer.Stop()
 	for {
 		line, err := readScriptLine(r)
+		timer.Reset(idle)
 		if errors.Is(err, errLineTooLong) {
 			fmt.Fprintf(c.ch.Stderr(), "tsadmin: the line is longer than %d bytes\n", shell.MaxLineBytes)
 			if status == 0 {
