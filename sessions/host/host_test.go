@@ -1,0 +1,139 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"tsadmin/internal/sshdtest"
+	"tsadmin/sessions"
+)
+
+// waitSession waits until the source lists a session of user (with a
+// terminal when tty is set).
+func waitSession(t *testing.T, src *Source, user string, tty bool) sessions.Session {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		list, err := src.List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range list {
+			if s.User == user && strings.HasPrefix(s.Name, "pts/") == tty {
+				return s
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	list, _ := src.List(context.Background())
+	t.Fatalf("no session of %s (tty %v) listed: %+v", user, tty, list)
+	return sessions.Session{}
+}
+
+func logoff(t *testing.T, src *Source, s sessions.Session) (string, error) {
+	var steps []string
+	err := src.Logoff(context.Background(), s, func(f string, a ...any) { steps = append(steps, fmt.Sprintf(f, a...)) })
+	return strings.Join(steps, "\n"), err
+}
+
+func TestRealSSHLoginsAreListedAndEnded(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	d := sshdtest.Start(t)
+	src := New(sshdtest.UtmpPath, time.Second)
+	u := d.AddUser(t, "tsh")
+
+	// A login with a terminal, and a child that left its session and
+	// process group with setsid (it keeps the audit session id).
+	l := d.Login(t, u, true, "")
+	l.Send("setsid sleep 1000 & echo READY")
+	if !l.WaitFor("READY", 10*time.Second) {
+		t.Fatalf("the shell did not start: %q", l.Output())
+	}
+	s := waitSession(t, src, u.Name, true)
+	if s.Type != "sshd" || s.Device != "127.0.0.1" || s.State != sessions.Active || s.LogonTime.IsZero() {
+		t.Errorf("session fields: %+v", s)
+	}
+	start := time.Now()
+	steps, err := logoff(t, src, s)
+	if err != nil {
+		t.Fatalf("logoff: %v\n%s", err, steps)
+	}
+	if !l.Exited(5 * time.Second) {
+		t.Fatal("the ssh client is still connected")
+	}
+	t.Logf("logoff -> client exit: %s\n%s", time.Since(start), steps)
+	if left := sshdtest.PIDsOf(u.UID); len(left) > 0 {
+		t.Fatalf("processes of the session remain: %v", left)
+	}
+	for _, x := range mustList(t, src) {
+		if x.Key == s.Key {
+			t.Error("the ended session is still listed")
+		}
+	}
+}
+
+func mustList(t *testing.T, src *Source) []sessions.Session {
+	list, err := src.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+// A session whose shell ignores SIGHUP is ended by the SIGKILL after the
+// grace period.
+func TestSessionIgnoringSIGHUPIsKilledAfterTheGrace(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	d := sshdtest.Start(t)
+	src := New(sshdtest.UtmpPath, time.Second)
+	u := d.AddUser(t, "tsh")
+	l := d.Login(t, u, true, "")
+	l.Send(`trap "" HUP; nohup sh -c 'trap "" HUP; while :; do sleep 1; done' >/dev/null 2>&1 & echo READY`)
+	if !l.WaitFor("READY", 10*time.Second) {
+		t.Fatalf("the shell did not start: %q", l.Output())
+	}
+	s := waitSession(t, src, u.Name, true)
+	start := time.Now()
+	steps, err := logoff(t, src, s)
+	if err != nil {
+		t.Fatalf("logoff: %v\n%s", err, steps)
+	}
+	if !strings.Contains(steps, "sending SIGKILL") {
+		t.Errorf("the HUP-proof processes were not killed after the grace:\n%s", steps)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("SIGKILL came before the grace (%s)", took)
+	}
+	if left := sshdtest.PIDsOf(u.UID); len(left) > 0 {
+		t.Fatalf("processes remain: %v", left)
+	}
+}
+
+// ssh -T makes no utmp record; the session is found by its audit session
+// id, with its user, type and address.
+func TestSessionWithoutATerminal(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	d := sshdtest.Start(t)
+	src := New(sshdtest.UtmpPath, time.Second)
+	u := d.AddUser(t, "tsh")
+	l := d.Login(t, u, false, "echo READY; sleep 1000")
+	if !l.WaitFor("READY", 10*time.Second) {
+		t.Fatalf("no session: %q", l.Output())
+	}
+	s := waitSession(t, src, u.Name, false)
+	if !strings.HasPrefix(s.Name, "sess:") || s.Type != "sshd" || s.Device != "127.0.0.1" {
+		t.Errorf("a no-tty session: %+v", s)
+	}
+	if _, err := logoff(t, src, s); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Exited(5 * time.Second) {
+		t.Fatal("the ssh -T client is still connected")
+	}
+	if left := sshdtest.PIDsOf(u.UID); len(left) > 0 {
+		t.Fatalf("processes remain: %v", left)
+	}
+}
