@@ -84,7 +84,9 @@ func readProcs(root string) procTable {
 		if err != nil {
 			continue
 		}
-		if p, ok := readProc(root, pid); ok {
+		// A zombie has ended: it belongs to no live session (and where
+		// PID 1 does not reap, it lingers with its old session id).
+		if p, ok := readProc(root, pid); ok && p.state != 'Z' && p.state != 'X' {
 			t[pid] = p
 		}
 	}
