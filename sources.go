@@ -1,24 +1,48 @@
 package main
 
 import (
+	"context"
 	"log/slog"
+	"slices"
+	"time"
 
 	"tsadmin/config"
 	"tsadmin/sessions"
 	"tsadmin/sessions/host"
+	"tsadmin/sessions/logind"
 )
 
 // utmpPath is where the host source reads the login records.
 const utmpPath = "/var/run/utmp"
 
 // addHostSources adds the host session sources the config asks for.
+// logind is used where the system bus and systemd-logind answer; where
+// both run, the host source leaves logind's sessions to it.
 func addHostSources(reg *sessions.Registry, cfg *config.Config, log *slog.Logger) error {
+	grace := cfg.Sessions.LogoffGrace.Duration
+	var ld *logind.Source
+	if slices.Contains(cfg.Sessions.Sources, "logind") {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		var err error
+		ld, err = logind.ConnectSystem(ctx, grace)
+		cancel()
+		if err != nil {
+			log.Warn("systemd-logind is not available; its sessions are not listed", "err", err.Error())
+			ld = nil
+		}
+	}
 	for _, name := range cfg.Sessions.Sources {
 		switch name {
 		case "host":
-			reg.AddSource(host.New(utmpPath, cfg.Sessions.LogoffGrace.Duration))
+			h := host.New(utmpPath, grace)
+			if ld != nil {
+				h.DeferTo(ld.Claims)
+			}
+			reg.AddSource(h)
 		case "logind":
-			log.Warn("session source not built yet", "source", name)
+			if ld != nil {
+				reg.AddSource(ld)
+			}
 		}
 	}
 	return nil

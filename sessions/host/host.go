@@ -29,7 +29,16 @@ type Source struct {
 	grace  time.Duration // SIGHUP to SIGKILL
 	self   int           // this process, never signalled
 	clkTck int64
+	claims Claims // sessions another source (logind) is the authority for
 }
+
+// Claims returns the terminals and leader PIDs of sessions that another
+// source lists, so that this source leaves them out.
+type Claims func(ctx context.Context) (ttys map[string]bool, leaders map[int]bool, err error)
+
+// DeferTo makes the source leave out the sessions that claims names:
+// where logind runs, it is the authority for the sessions it knows.
+func (s *Source) DeferTo(claims Claims) { s.claims = claims }
 
 // New returns the host source reading utmpPath, ending sessions with the
 // given grace between SIGHUP and SIGKILL.
@@ -55,7 +64,7 @@ var lineRE = regexp.MustCompile(`^(pts/[0-9]{1,6}|tty[A-Za-z0-9]{1,8}|console)$`
 
 // List implements sessions.Source.
 func (s *Source) List(ctx context.Context) ([]sessions.Session, error) {
-	list, err := s.scan()
+	list, err := s.scan(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -67,10 +76,17 @@ func (s *Source) List(ctx context.Context) ([]sessions.Session, error) {
 }
 
 // scan reads utmp and /proc into the current sessions.
-func (s *Source) scan() ([]session, error) {
+func (s *Source) scan(ctx context.Context) ([]session, error) {
 	recs, err := ReadFile(s.utmp, s.size)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", s.utmp, err)
+	}
+	var ttys map[string]bool
+	var leaders map[int]bool
+	if s.claims != nil {
+		// If the authority cannot answer, list everything rather than
+		// hide sessions.
+		ttys, leaders, _ = s.claims(ctx)
 	}
 	procs := readProcs(s.proc)
 	now := time.Now()
@@ -80,6 +96,9 @@ func (s *Source) scan() ([]session, error) {
 		leader := procs[int(r.PID)]
 		if leader == nil {
 			continue // stale record: its login manager has gone
+		}
+		if ttys[r.Line] || leaders[leader.pid] {
+			continue // logind lists it
 		}
 		h := session{leader: leader.pid, leaderAt: leader.start, sessionID: leader.sessionID}
 		h.Name = r.Line
@@ -102,7 +121,11 @@ func (s *Source) scan() ([]session, error) {
 		}
 		out = append(out, h)
 	}
-	out = append(out, s.noTTY(procs, claimed)...)
+	for _, h := range s.noTTY(procs, claimed) {
+		if !leaders[h.leader] {
+			out = append(out, h)
+		}
+	}
 	return out, nil
 }
 
@@ -159,8 +182,8 @@ func (s *Source) noTTY(procs procTable, claimed map[uint64]bool) []session {
 }
 
 // find re-reads the host and returns the session with key.
-func (s *Source) find(key string) (session, error) {
-	list, err := s.scan()
+func (s *Source) find(ctx context.Context, key string) (session, error) {
+	list, err := s.scan(ctx)
 	if err != nil {
 		return session{}, err
 	}
@@ -281,7 +304,7 @@ func describe(hs []handle) string {
 // the session meanwhile (children forked during the grace) are found by a
 // fresh reading of /proc at each step.
 func (s *Source) Logoff(ctx context.Context, target sessions.Session, report sessions.Reporter) error {
-	h, err := s.find(target.Key)
+	h, err := s.find(ctx, target.Key)
 	if err != nil {
 		return err
 	}
@@ -377,7 +400,7 @@ func (s *Source) newMembers(h session, procs procTable, held []handle) []handle 
 // Message implements sessions.Messenger: it writes text to the session's
 // terminal, as write(1) does.
 func (s *Source) Message(ctx context.Context, target sessions.Session, text string) error {
-	h, err := s.find(target.Key)
+	h, err := s.find(ctx, target.Key)
 	if err != nil {
 		return err
 	}

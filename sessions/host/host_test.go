@@ -137,3 +137,26 @@ func TestSessionWithoutATerminal(t *testing.T) {
 		t.Fatalf("processes remain: %v", left)
 	}
 }
+
+// Where logind runs, the host source leaves the sessions logind lists to
+// it: no session appears twice.
+func TestSessionsClaimedByLogindAreLeftOut(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	d := sshdtest.Start(t)
+	src := New(sshdtest.UtmpPath, time.Second)
+	u := d.AddUser(t, "tsh")
+	l := d.Login(t, u, true, "")
+	l.Send("echo READY")
+	if !l.WaitFor("READY", 10*time.Second) {
+		t.Fatal("no login")
+	}
+	s := waitSession(t, src, u.Name, true)
+	src.DeferTo(func(context.Context) (map[string]bool, map[int]bool, error) {
+		return map[string]bool{s.Name: true}, nil, nil
+	})
+	for _, x := range mustList(t, src) {
+		if x.Key == s.Key {
+			t.Fatalf("a session logind claims is listed by the host source too: %+v", x)
+		}
+	}
+}
