@@ -129,7 +129,7 @@ func (f *fakeLogind) add(id, user, tty, service, class string, leader uint32, id
 		"RemoteHost": dbus.MakeVariant("192.0.2.7"), "Service": dbus.MakeVariant(service),
 		"Type": dbus.MakeVariant("tty"), "Class": dbus.MakeVariant(class), "State": dbus.MakeVariant("active"),
 		"Timestamp": dbus.MakeVariant(uint64(time.Now().Add(-time.Hour).UnixMicro())),
-		"IdleHint": dbus.MakeVariant(idle), "IdleSinceHint": dbus.MakeVariant(uint64(time.Now().Add(-10 * time.Minute).UnixMicro())),
+		"IdleHint":  dbus.MakeVariant(idle), "IdleSinceHint": dbus.MakeVariant(uint64(time.Now().Add(-10 * time.Minute).UnixMicro())),
 		"Leader": dbus.MakeVariant(leader), "Remote": dbus.MakeVariant(true),
 	}
 	f.users[id] = user
