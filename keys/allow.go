@@ -12,7 +12,8 @@ import (
 type selector struct {
 	kind string // "*", "user", "name", "type"
 	glob *regexp.Regexp
-	text string // as written, for the audit
+	text string // as written
+	rule string // "role NAME: SELECTOR", for the audit; set by NewPolicy
 }
 
 // parseSelector compiles a selector that config.CheckSelector accepted.
@@ -69,8 +70,11 @@ func (p *Policy) Allow(id Identity, s sessions.Session) Decision {
 	}
 	for _, sel := range p.roles[role] {
 		if sel.match(s) {
-			return Decision{Allowed: true, Rule: "role " + role + ": " + sel.text}
+			return Decision{Allowed: true, Rule: sel.rule}
 		}
+	}
+	if r, ok := p.noMatch[role]; ok {
+		return Decision{Rule: r}
 	}
 	return Decision{Rule: "role " + role + ": no selector matches"}
 }

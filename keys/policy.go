@@ -34,8 +34,10 @@ type Identity struct {
 type Policy struct {
 	byKey map[string]*keyEntry // ssh wire format of the public key -> entry
 	roles map[string][]selector
-	cas   []ssh.PublicKey
-	peers map[string]string // ssh wire format of a peer's host key -> peer name
+	// noMatch is each role's "no selector matches" rule text, made once.
+	noMatch map[string]string
+	cas     []ssh.PublicKey
+	peers   map[string]string // ssh wire format of a peer's host key -> peer name
 	// Admins lists the admin names, for the first log lines and reloads.
 	Admins map[string]string // name -> role
 	// Default reports that no admins were configured and the running user's
@@ -59,18 +61,21 @@ const FirstRunRole = "operator"
 // ~/.ssh/id_*.pub) as operators.
 func NewPolicy(c *config.Config) (*Policy, error) {
 	p := &Policy{
-		byKey:  make(map[string]*keyEntry),
-		roles:  make(map[string][]selector),
-		Admins: make(map[string]string),
-		peers:  make(map[string]string),
+		byKey:   make(map[string]*keyEntry),
+		roles:   make(map[string][]selector),
+		noMatch: make(map[string]string),
+		Admins:  make(map[string]string),
+		peers:   make(map[string]string),
 	}
 	for name, r := range c.Roles {
 		p.roles[name] = []selector{}
+		p.noMatch[name] = "role " + name + ": no selector matches"
 		for _, sel := range r.Logoff {
 			compiled, err := parseSelector(sel.Value)
 			if err != nil {
 				return nil, fmt.Errorf("%s: line %d: role %s: %v", c.Path, sel.Line, name, err)
 			}
+			compiled.rule = "role " + name + ": " + compiled.text
 			p.roles[name] = append(p.roles[name], compiled)
 		}
 	}
@@ -162,7 +167,7 @@ func (p *Policy) addRunningUsersKeys() error {
 		admin = u
 	}
 	p.Admins[admin] = FirstRunRole
-	p.roles[FirstRunRole] = []selector{{kind: "*"}}
+	p.roles[FirstRunRole] = []selector{{kind: "*", text: "*", rule: "role " + FirstRunRole + ": *"}}
 	files, _ := filepath.Glob(filepath.Join(home, ".ssh", "id_*.pub"))
 	files = append([]string{filepath.Join(home, ".ssh", "authorized_keys")}, files...)
 	for _, f := range files {

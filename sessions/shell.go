@@ -31,6 +31,7 @@ type ShellSession struct {
 	src    *ShellSource
 	key    string
 	id     int
+	name   string // ssh#ID, made once
 	admin  string
 	device string
 	logon  time.Time
@@ -69,6 +70,7 @@ func (src *ShellSource) Add(admin, device string, ctl ShellControl) *ShellSessio
 	// judge it gone).
 	src.mu.Lock()
 	s.id = src.reg.IDFor(src.Name(), key)
+	s.name = "ssh#" + strconv.Itoa(s.id)
 	src.sessions[key] = s
 	src.mu.Unlock()
 	return s
@@ -78,7 +80,7 @@ func (src *ShellSource) Add(admin, device string, ctl ShellControl) *ShellSessio
 func (s *ShellSession) ID() int { return s.id }
 
 // Name is the session name shown in listings, ssh#ID.
-func (s *ShellSession) Name() string { return "ssh#" + strconv.Itoa(s.id) }
+func (s *ShellSession) Name() string { return s.name }
 
 // Touch records input from the client, for the idle time.
 func (s *ShellSession) Touch() {
