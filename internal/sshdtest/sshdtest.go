@@ -34,29 +34,16 @@ func Require(t testing.TB, repoRoot string) {
 	if os.Geteuid() != 0 {
 		t.Fatal("host session tests create users and start sshd: run them as root")
 	}
-	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
+	_, errSSHD := os.Stat("/usr/sbin/sshd")
+	_, errUtmp := os.Stat(UtmpPath)
+	if errSSHD != nil || errUtmp != nil {
+		// install-deps installs the OpenSSH server and makes utmp, as
+		// systemd-tmpfiles would at boot: a machine's file, not a test's.
 		out, err := exec.Command(filepath.Join(repoRoot, "scripts/install-deps")).CombinedOutput()
 		if err != nil {
-			t.Fatalf("installing openssh-server: %v\n%s", err, out)
+			t.Fatalf("scripts/install-deps: %v\n%s", err, out)
 		}
 	}
-}
-
-// ensureUtmp creates utmp when the machine has none (no systemd-tmpfiles
-// here): without it sshd records no logins. A file it created is removed
-// at the end.
-func ensureUtmp(t testing.TB) {
-	if _, err := os.Stat(UtmpPath); err == nil {
-		return
-	}
-	if err := os.WriteFile(UtmpPath, nil, 0o664); err != nil {
-		t.Fatalf("creating %s: %v", UtmpPath, err)
-	}
-	if g, err := user.LookupGroup("utmp"); err == nil {
-		gid, _ := strconv.Atoi(g.Gid)
-		os.Chown(UtmpPath, 0, gid)
-	}
-	t.Cleanup(func() { os.Remove(UtmpPath) })
 }
 
 // SSHD is a running sshd.
@@ -73,7 +60,6 @@ type SSHD struct {
 // Start starts sshd with UsePAM yes (the Debian default) on a free port.
 func Start(t testing.TB) *SSHD {
 	t.Helper()
-	ensureUtmp(t)
 	os.MkdirAll("/run/sshd", 0o755)
 	dir := openDir(t)
 	keys := filepath.Join(dir, "keys")
