@@ -44,6 +44,7 @@ var (
 	idle        = flag.Int("idle", 1000, "idle interactive sessions held for the memory figure")
 	capacity    = flag.Int("capacity", 10000, "idle sessions to try to hold on one tsadmin")
 	quick       = flag.Bool("quick", false, "a short run: fewer connections and sessions")
+	sources     = flag.String("sources", "shell, host", "tsadmin's session sources")
 )
 
 // server is one server under test.
@@ -214,13 +215,13 @@ func startTsadmin(pub string) *server {
 	os.MkdirAll(dir, 0o700)
 	cfg := fmt.Sprintf(`name: BENCH
 listen: 127.0.0.1:0
-sessions: { sources: [shell, host] }
+sessions: { sources: [%s] }
 roles: { operator: { logoff: ["*"] } }
 admins:
   - { name: bench, role: operator, keys: [%q] }
 limits: { max_startups: 200, max_startups_per_source: 200 }
 audit: { file: audit.log }
-`, pub)
+`, *sources, pub)
 	check(os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o600))
 	cmd := exec.Command(filepath.Join(tmp, "tsadmin"), "-config", filepath.Join(dir, "config.yaml"))
 	cmd.Dir = dir

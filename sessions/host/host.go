@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,7 +31,17 @@ type Source struct {
 	self   int           // this process, never signalled
 	clkTck int64
 	claims Claims // sessions another source (logind) is the authority for
+
+	// A listing is reused for listFresh: a burst of commands (automation
+	// runs thousands) then reads /proc a few times a second, not once per
+	// command. A logoff always reads afresh, and drops the cached listing.
+	mu       sync.Mutex
+	cached   []session
+	cachedAt time.Time
 }
+
+// listFresh is how long a listing of the host is reused.
+const listFresh = 250 * time.Millisecond
 
 // Claims returns the terminals and leader PIDs of sessions that another
 // source lists, so that this source leaves them out.
@@ -38,7 +49,10 @@ type Claims func(ctx context.Context) (ttys map[string]bool, leaders map[int]boo
 
 // DeferTo makes the source leave out the sessions that claims names:
 // where logind runs, it is the authority for the sessions it knows.
-func (s *Source) DeferTo(claims Claims) { s.claims = claims }
+func (s *Source) DeferTo(claims Claims) {
+	s.claims = claims
+	s.forget()
+}
 
 // New returns the host source reading utmpPath, ending sessions with the
 // given grace between SIGHUP and SIGKILL.
@@ -64,9 +78,17 @@ var lineRE = regexp.MustCompile(`^(pts/[0-9]{1,6}|tty[A-Za-z0-9]{1,8}|console)$`
 
 // List implements sessions.Source.
 func (s *Source) List(ctx context.Context) ([]sessions.Session, error) {
-	list, err := s.scan(ctx)
-	if err != nil {
-		return nil, err
+	s.mu.Lock()
+	list, at := s.cached, s.cachedAt
+	s.mu.Unlock()
+	if time.Since(at) > listFresh {
+		var err error
+		if list, err = s.scan(ctx); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.cached, s.cachedAt = list, time.Now()
+		s.mu.Unlock()
 	}
 	out := make([]sessions.Session, len(list))
 	for i, h := range list {
@@ -304,6 +326,7 @@ func describe(hs []handle) string {
 // the session meanwhile (children forked during the grace) are found by a
 // fresh reading of /proc at each step.
 func (s *Source) Logoff(ctx context.Context, target sessions.Session, report sessions.Reporter) error {
+	defer s.forget()
 	h, err := s.find(ctx, target.Key)
 	if err != nil {
 		return err
@@ -380,6 +403,13 @@ func (s *Source) Logoff(ctx context.Context, target sessions.Session, report ses
 		time.Sleep(50 * time.Millisecond)
 	}
 	return sessions.Errorf(sessions.ErrSurvived, "session %d: processes survived SIGKILL: %s", target.ID, describe(remaining()))
+}
+
+// forget drops the cached listing.
+func (s *Source) forget() {
+	s.mu.Lock()
+	s.cached, s.cachedAt = nil, time.Time{}
+	s.mu.Unlock()
 }
 
 // newMembers holds the session's processes that are not held yet.

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // noSession is /proc/PID/sessionid when pam_loginuid never set it.
@@ -27,22 +29,71 @@ type procTable map[int]*proc
 
 // readProc reads one process; ok is false when it has gone.
 func readProc(root string, pid int) (*proc, bool) {
-	dir := filepath.Join(root, strconv.Itoa(pid))
-	data, err := os.ReadFile(filepath.Join(dir, "stat"))
-	if err != nil {
+	var buf [1024]byte
+	return readProcBuf(root, pid, buf[:])
+}
+
+// readProcBuf reads one process into buf (for stat, then sessionid), with
+// plain system calls: a listing reads every process, and os.ReadFile's
+// stat and allocations were most of its cost.
+func readProcBuf(root string, pid int, buf []byte) (*proc, bool) {
+	dir := root + "/" + strconv.Itoa(pid)
+	n, ok := readSmall(dir+"/stat", buf)
+	if !ok {
 		return nil, false
 	}
-	p, ok := parseStat(data)
+	p, ok := parseStat(buf[:n])
 	if !ok || p.pid != pid {
 		return nil, false
 	}
 	p.sessionID = noSession
-	if sid, err := os.ReadFile(filepath.Join(dir, "sessionid")); err == nil {
-		if n, err := strconv.ParseUint(strings.TrimSpace(string(sid)), 10, 64); err == nil {
-			p.sessionID = n
+	if n, ok := readSmall(dir+"/sessionid", buf); ok {
+		if v, ok := parseUint(bytes.TrimSpace(buf[:n])); ok {
+			p.sessionID = v
 		}
 	}
 	return p, true
+}
+
+// readSmall reads a small /proc file into buf.
+func readSmall(path string, buf []byte) (int, bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer unix.Close(fd)
+	total := 0
+	for total < len(buf) {
+		n, err := unix.Read(fd, buf[total:])
+		if err != nil || n <= 0 {
+			break
+		}
+		total += n
+	}
+	return total, total > 0
+}
+
+func parseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}
+
+func parseInt(b []byte) (int64, bool) {
+	if len(b) > 0 && b[0] == '-' {
+		n, ok := parseUint(b[1:])
+		return -int64(n), ok
+	}
+	n, ok := parseUint(b)
+	return int64(n), ok
 }
 
 // parseStat reads /proc/PID/stat. The command name is in parentheses and
@@ -54,39 +105,64 @@ func parseStat(data []byte) (*proc, bool) {
 	if open < 0 || end < open || end+2 > len(data) {
 		return nil, false
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data[:open])))
-	if err != nil {
+	pid, ok := parseUint(bytes.TrimSpace(data[:open]))
+	if !ok {
 		return nil, false
 	}
-	f := strings.Fields(string(data[end+2:]))
-	// f[0] is field 3 (state); field N is f[N-3].
-	if len(f) < 20 {
-		return nil, false
+	p := &proc{pid: int(pid), comm: string(data[open+1 : end])}
+	// Fields from 3 (state) on, separated by single spaces.
+	rest := data[end+2:]
+	for field := 3; field <= 22; field++ {
+		i := bytes.IndexByte(rest, ' ')
+		var f []byte
+		if i < 0 {
+			f, rest = bytes.TrimSpace(rest), nil
+		} else {
+			f, rest = rest[:i], rest[i+1:]
+		}
+		if len(f) == 0 {
+			return nil, false
+		}
+		switch field {
+		case 3:
+			p.state = f[0]
+		case 4:
+			v, _ := parseInt(f)
+			p.ppid = int(v)
+		case 7:
+			v, _ := parseInt(f)
+			p.tty = uint64(uint32(v))
+		case 22:
+			p.start, _ = parseUint(f)
+		}
+		if rest == nil && field < 22 {
+			return nil, false
+		}
 	}
-	ppid, _ := strconv.Atoi(f[1])
-	tty, _ := strconv.ParseInt(f[4], 10, 64)
-	start, _ := strconv.ParseUint(f[19], 10, 64)
-	return &proc{
-		pid: pid, ppid: ppid, state: f[0][0], tty: uint64(uint32(tty)), start: start,
-		comm: string(data[open+1 : end]),
-	}, true
+	return p, true
 }
 
 // readProcs reads every process.
 func readProcs(root string) procTable {
-	ents, err := os.ReadDir(root)
+	d, err := os.Open(root)
 	if err != nil {
 		return procTable{}
 	}
-	t := make(procTable, len(ents))
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	t := make(procTable, len(names))
+	var buf [1024]byte
+	for _, name := range names {
+		if name[0] < '0' || name[0] > '9' {
+			continue
+		}
+		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
 		// A zombie has ended: it belongs to no live session (and where
 		// PID 1 does not reap, it lingers with its old session id).
-		if p, ok := readProc(root, pid); ok && p.state != 'Z' && p.state != 'X' {
+		if p, ok := readProcBuf(root, pid, buf[:]); ok && p.state != 'Z' && p.state != 'X' {
 			t[pid] = p
 		}
 	}
