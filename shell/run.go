@@ -278,7 +278,7 @@ func (e *Env) logoff(ctx context.Context, c Caller, cmd Command, stdout io.Write
 	if err != nil {
 		return false, err
 	}
-	verbose("Session %d ended after %s.", target.ID, time.Since(start).Round(time.Millisecond))
+	verbose("Session %d ended after %s.", target.ID, time.Since(start).Round(10*time.Microsecond))
 	return false, nil
 }
 

@@ -3,6 +3,7 @@ package host
 import (
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -156,5 +157,31 @@ func TestParseStatWithHostileCommandNames(t *testing.T) {
 	}
 	if _, ok := parseStat([]byte("garbage")); ok {
 		t.Fatal("garbage parsed")
+	}
+}
+
+// A PID that now names another process (its start time differs from the
+// one read) is never held, so never signalled.
+func TestReusedPIDIsNeverSignalled(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	src := &Source{proc: "/proc", self: os.Getpid()}
+	now, ok := readProc("/proc", cmd.Process.Pid)
+	if !ok {
+		t.Fatal("cannot read the child")
+	}
+	stale := *now
+	stale.start++ // the process that was read had another start time
+	if held := src.hold([]*proc{&stale}); len(held) != 0 {
+		release(held)
+		t.Fatal("a process whose start time changed was held for signalling")
+	}
+	held := src.hold([]*proc{now})
+	defer release(held)
+	if len(held) != 1 {
+		t.Fatal("the genuine process was not held")
 	}
 }
