@@ -1,14 +1,17 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -227,5 +230,77 @@ func TestHostileNamesAreNeutralised(t *testing.T) {
 	out, _ := run(t, addr, alice, "query session")
 	if !strings.Contains(out, `\x1b]0;pwned\x07mallory\u202e`) || !strings.Contains(out, `evil\x0d\x0aFAKE ROW`) {
 		t.Errorf("the escaped forms are not shown: %q", out)
+	}
+}
+
+// serverKexInit reads the algorithm lists a server advertises in its
+// first (unencrypted) KEXINIT packet.
+func serverKexInit(t *testing.T, addr string) [][]string {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(conn)
+	if _, err := r.ReadString('\n'); err != nil { // the server's version line
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "SSH-2.0-probe\r\n")
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	length := binary.BigEndian.Uint32(hdr[:4])
+	body := make([]byte, length-1)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatal(err)
+	}
+	payload := body[:len(body)-int(hdr[4])]
+	if payload[0] != 20 { // SSH_MSG_KEXINIT
+		t.Fatalf("first packet is %d, not KEXINIT", payload[0])
+	}
+	p := payload[17:] // type and cookie
+	var lists [][]string
+	for i := 0; i < 10; i++ {
+		n := binary.BigEndian.Uint32(p)
+		lists = append(lists, strings.Split(string(p[4:4+n]), ","))
+		p = p[4+n:]
+	}
+	return lists
+}
+
+// What the server advertises is exactly what keys/ lists (but for the
+// protocol's own markers): nothing x/crypto adds by default slips in.
+func TestAdvertisedAlgorithmsAreExactlyOurs(t *testing.T) {
+	addr, _ := startInProcess(t, nil)
+	lists := serverKexInit(t, addr)
+	var kex []string
+	for _, k := range lists[0] {
+		if !strings.HasPrefix(k, "ext-info-") && !strings.HasPrefix(k, "kex-strict-") {
+			kex = append(kex, k)
+		}
+	}
+	want := map[string][]string{
+		"kex":        keys.KeyExchanges,
+		"host key":   {gossh.KeyAlgoED25519},
+		"cipher c2s": keys.Ciphers, "cipher s2c": keys.Ciphers,
+		"mac c2s": keys.MACs, "mac s2c": keys.MACs,
+		"compression c2s": {"none"}, "compression s2c": {"none"},
+	}
+	got := map[string][]string{
+		"kex": kex, "host key": lists[1], "cipher c2s": lists[2], "cipher s2c": lists[3],
+		"mac c2s": lists[4], "mac s2c": lists[5], "compression c2s": lists[6], "compression s2c": lists[7],
+	}
+	for name, w := range want {
+		g := got[name]
+		// x/crypto also advertises the libssh alias of curve25519.
+		if name == "kex" {
+			g = slices.DeleteFunc(slices.Clone(g), func(s string) bool { return s == "curve25519-sha256@libssh.org" })
+		}
+		if strings.Join(g, ",") != strings.Join(w, ",") {
+			t.Errorf("%s: advertised %v, want %v", name, got[name], w)
+		}
 	}
 }
