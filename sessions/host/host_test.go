@@ -45,10 +45,12 @@ func TestRealSSHLoginsAreListedAndEnded(t *testing.T) {
 	src := New(sshdtest.UtmpPath, time.Second)
 	u := d.AddUser(t, "tsh")
 
-	// A login with a terminal, and a child that left its session and
-	// process group with setsid (it keeps the audit session id).
+	// A login with a terminal, and a daemon that left with setsid, lost
+	// its terminal and its parent (it is reparented, so it is neither on
+	// the terminal nor under the login manager): only the audit session
+	// id, which setsid does not change, still ties it to the session.
 	l := d.Login(t, u, true, "")
-	l.Send("setsid sleep 1000 & echo READY")
+	l.Send("setsid sh -c 'sleep 1000 </dev/null >/dev/null 2>&1 &'; sleep 0.3; echo READY")
 	if !l.WaitFor("READY", 10*time.Second) {
 		t.Fatalf("the shell did not start: %q", l.Output())
 	}
