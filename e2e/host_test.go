@@ -128,11 +128,16 @@ func TestHostSessionsListedAndEndedThroughTsadmin(t *testing.T) {
 	if r := f.Run(f.carol, "", "logoff", fmt.Sprint(sStaff.ID)); r.Status != 5 {
 		t.Errorf("viewer: %d", r.Status)
 	}
-	if r := f.Run(f.alice, "", "logoff", fmt.Sprint(sStaff.ID)); r.Status != 0 {
+	// The operator, by ID, with a warning written to the user's terminal
+	// first.
+	if r := f.Run(f.alice, "", fmt.Sprintf(`logoff %d /msg:"The lab closes now" /delay:1`, sStaff.ID)); r.Status != 0 {
 		t.Fatalf("operator by ID: %d %q", r.Status, r.Stderr)
 	}
 	if !lStaff.Exited(5 * time.Second) {
 		t.Fatal("the staff client is still connected")
+	}
+	if !strings.Contains(lStaff.Output(), "Message from alice (tsadmin on WF12): The lab closes now") {
+		t.Errorf("the warning did not reach the user's terminal: %q", lStaff.Output())
 	}
 	// An ID that has ended is not found, and is never reused.
 	if r := f.Run(f.alice, "", "logoff", fmt.Sprint(sStu.ID)); r.Status != 1 {
