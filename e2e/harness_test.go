@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"tsadmin/shell"
 )
 
 var binary string
@@ -331,21 +333,8 @@ func (it *Interactive) Close() {
 	}
 }
 
-// session is one row of the JSON listing.
-type session struct {
-	ID        int    `json:"id"`
-	Name      string `json:"name"`
-	User      string `json:"user"`
-	State     string `json:"state"`
-	Type      string `json:"type"`
-	Source    string `json:"source"`
-	Device    string `json:"device"`
-	Current   bool   `json:"current"`
-	CanLogoff bool   `json:"can_logoff"`
-	LogonTime string `json:"logon_time"`
-	Idle      int64  `json:"idle_seconds"`
-	Server    string `json:"server"`
-}
+// session is one row of the JSON listing: the server's own stable form.
+type session = shell.JSONSession
 
 // List returns the sessions as key's identity sees them.
 func (s *Server) List(key Key) []session {

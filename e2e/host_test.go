@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"tsadmin/internal/sshdtest"
 )
 
@@ -203,11 +201,7 @@ func TestMeasureHostSessions(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	c, err := f.dial(t, "admin", ssh.PublicKeys(f.alice.Signer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := f.client(t, f.alice)
 	var rows []session
 	out, _ := runOn(t, c, "query session /fo:json")
 	json.Unmarshal([]byte(out), &rows)

@@ -54,11 +54,7 @@ func onConn(t *testing.T, c *ssh.Client, cmd string) time.Duration {
 func TestMeasureLogoffToDisconnect(t *testing.T) {
 	measuring(t)
 	f := newFleet(t, "")
-	c, err := f.dial(t, "admin", ssh.PublicKeys(f.alice.Signer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := f.client(t, f.alice)
 	var times []time.Duration
 	for i := 0; i < 20; i++ {
 		ended := victim(t, f.Server, f.bob)
@@ -82,11 +78,7 @@ func TestMeasureFederation(t *testing.T) {
 	k, admins := fedAdmins(t)
 	nodes := startFederation(t, []string{"A", "B"}, admins, nil)
 	a, b := nodes["A"], nodes["B"]
-	c, err := a.dial(t, "admin", ssh.PublicKeys(k.alice.Signer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := a.client(t, k.alice)
 	run := func(s *Server, relay string) time.Duration {
 		ended := victim(t, s, k.carol)
 		var id int

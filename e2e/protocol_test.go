@@ -25,6 +25,17 @@ func (s *Server) dial(t *testing.T, user string, auth ...ssh.AuthMethod) (*ssh.C
 	})
 }
 
+// client dials with key and closes the connection when the test ends.
+func (s *Server) client(t *testing.T, key Key) *ssh.Client {
+	t.Helper()
+	c, err := s.dial(t, "admin", ssh.PublicKeys(key.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func runOn(t *testing.T, c *ssh.Client, cmd string) (string, error) {
 	t.Helper()
 	sess, err := c.NewSession()
@@ -105,11 +116,7 @@ func TestNoneAuthenticationIsRefused(t *testing.T) {
 
 func TestRefusedRequestsAndLimits(t *testing.T) {
 	f := newFleet(t, "")
-	c, err := f.dial(t, "alice", ssh.PublicKeys(f.alice.Signer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := f.client(t, f.alice)
 
 	// Agent forwarding, X11 and subsystems are refused on a session.
 	sess, err := c.NewSession()
@@ -166,11 +173,7 @@ func TestRefusedRequestsAndLimits(t *testing.T) {
 
 func TestSessionsPerConnectionAreCapped(t *testing.T) {
 	f := newFleet(t, "limits: { max_sessions_per_connection: 2 }\n")
-	c, err := f.dial(t, "alice", ssh.PublicKeys(f.alice.Signer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := f.client(t, f.alice)
 	var held []*ssh.Session
 	for i := 0; i < 2; i++ {
 		s, err := c.NewSession()

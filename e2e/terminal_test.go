@@ -178,11 +178,7 @@ func TestCtrlCDropsTheLineAndKeepsTheSession(t *testing.T) {
 // a second pty-req, a shell after exec. None may hang or crash the session.
 func TestRequestsInOddOrders(t *testing.T) {
 	f := newFleet(t, "")
-	c, err := f.dial(t, "admin", ssh.PublicKeys(f.alice.Signer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := f.client(t, f.alice)
 	sess, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
@@ -231,11 +227,7 @@ func TestRequestsInOddOrders(t *testing.T) {
 // cap at once; the server stays well.
 func TestManyChannelsOnOneConnection(t *testing.T) {
 	f := newFleet(t, "")
-	c, err := f.dial(t, "admin", ssh.PublicKeys(f.alice.Signer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := f.client(t, f.alice)
 	for i := 0; i < 200; i++ {
 		out, err := runOn(t, c, "query user")
 		if err != nil || !strings.Contains(out, "alice") {
