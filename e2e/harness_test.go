@@ -301,14 +301,19 @@ func (it *Interactive) Output() string {
 
 // WaitFor waits until the output contains s.
 func (it *Interactive) WaitFor(s string, timeout time.Duration) bool {
+	return waitUntil(timeout, func() bool { return strings.Contains(it.Output(), s) })
+}
+
+// waitUntil polls cond until it holds or timeout passes.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if strings.Contains(it.Output(), s) {
+		if cond() {
 			return true
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return false
+	return cond()
 }
 
 // Exited waits up to timeout for the ssh client to exit.

@@ -27,14 +27,7 @@ func (s *Server) rewriteConfig(t *testing.T, text string) {
 
 // waitLog waits until the server's log contains s.
 func (s *Server) waitLog(s2 string, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if strings.Contains(s.Log(), s2) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+	return waitUntil(timeout, func() bool { return strings.Contains(s.Log(), s2) })
 }
 
 func TestSIGHUPReloadsAdminsRolesAndKeys(t *testing.T) {

@@ -68,14 +68,7 @@ func (p *ptyShell) output() string {
 }
 
 func (p *ptyShell) waitFor(s string, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if strings.Contains(p.output(), s) {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
+	return waitUntil(d, func() bool { return strings.Contains(p.output(), s) })
 }
 
 func (p *ptyShell) endedWithin(d time.Duration) bool {

@@ -53,14 +53,7 @@ func (tm *tmuxTerm) screen() string {
 }
 
 func (tm *tmuxTerm) waitFor(s string, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if strings.Contains(tm.screen(), s) {
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
+	return waitUntil(d, func() bool { return strings.Contains(tm.screen(), s) })
 }
 
 // lastLine is the line the cursor is on (the prompt and what is typed).

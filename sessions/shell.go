@@ -134,11 +134,9 @@ func (src *ShellSource) List(ctx context.Context) ([]Session, error) {
 // Logoff implements Source: it asks the connection to close and waits until
 // the session has gone.
 func (src *ShellSource) Logoff(ctx context.Context, target Session, report Reporter) error {
-	src.mu.Lock()
-	s := src.sessions[target.Key]
-	src.mu.Unlock()
-	if s == nil {
-		return Errorf(ErrNotFound, "session %d has already ended", target.ID)
+	s, err := src.live(target)
+	if err != nil {
+		return err
 	}
 	report.Report("closing the SSH connection of %s (%s) from %s", s.Name(), s.admin, s.device)
 	by, _ := ctx.Value(ByKey{}).(string)
@@ -154,14 +152,23 @@ func (src *ShellSource) Logoff(ctx context.Context, target Session, report Repor
 
 // Message implements Messenger.
 func (src *ShellSource) Message(ctx context.Context, target Session, text string) error {
+	s, err := src.live(target)
+	if err != nil {
+		return err
+	}
+	s.ctl.Notify(text)
+	return nil
+}
+
+// live returns the session target names, if it is still there.
+func (src *ShellSource) live(target Session) (*ShellSession, error) {
 	src.mu.Lock()
 	s := src.sessions[target.Key]
 	src.mu.Unlock()
 	if s == nil {
-		return Errorf(ErrNotFound, "session %d has already ended", target.ID)
+		return nil, Errorf(ErrNotFound, "session %d has already ended", target.ID)
 	}
-	s.ctl.Notify(text)
-	return nil
+	return s, nil
 }
 
 // ByKey is the context key under which the name of the admin who asked for
