@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/pem"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
@@ -300,9 +301,24 @@ func TestInteractiveShellWithAPTY(t *testing.T) {
 	if !it.WaitFor("no session has ID 999", 5*time.Second) {
 		t.Fatalf("no error line: %q", it.Output())
 	}
+	// exit is status 0 even when the last command failed.
+	it.Send("bogus")
+	if !it.WaitFor("unknown command", 5*time.Second) {
+		t.Fatalf("no error line: %q", it.Output())
+	}
 	it.Send("exit")
 	if !it.Exited(5*time.Second) || it.ExitCode() != 0 {
 		t.Fatalf("exit did not end the session with status 0: %q", it.Output())
+	}
+	// Ctrl-D after a failed command: status 0 too.
+	it = f.Open(f.alice)
+	it.Send("bogus")
+	if !it.WaitFor("unknown command", 5*time.Second) {
+		t.Fatalf("no error line: %q", it.Output())
+	}
+	io.WriteString(it.stdin, "\x04")
+	if !it.Exited(5*time.Second) || it.ExitCode() != 0 {
+		t.Fatalf("Ctrl-D after a failed command: exit %d, %q", it.ExitCode(), it.Output())
 	}
 }
 

@@ -197,7 +197,10 @@ func (c *channel) runInteractive(ctx context.Context) {
 	role := c.v.id.Role
 	fmt.Fprintf(t, "tsadmin on %s: you are %s (%s), session %d. Type help, or exit to leave.\n",
 		c.srv.env.Server, c.v.id.Name, role, c.shell.ID())
+	// The session's exit status is 0 for exit, Ctrl-D and logoff, whatever
+	// the last command's was; 2 when the input itself was refused.
 	var out shell.Outcome
+	status := 0
 	for {
 		line, err := t.ReadLine()
 		if errors.Is(err, term.ErrPasteIndicator) {
@@ -210,7 +213,7 @@ func (c *channel) runInteractive(ctx context.Context) {
 			// Ctrl-D, the client went away, or the input was refused.
 			if msg := in.failure(); msg != "" {
 				fmt.Fprintf(t, "tsadmin: %s\n", msg)
-				out.Status = shell.StatusUsage
+				status = shell.StatusUsage
 			}
 			break
 		}
@@ -218,10 +221,6 @@ func (c *channel) runInteractive(ctx context.Context) {
 		if out.End || ctx.Err() != nil {
 			break
 		}
-	}
-	status := 0
-	if out.Status == shell.StatusUsage && !out.End {
-		status = out.Status
 	}
 	c.finish(out, status)
 }
