@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -321,3 +322,33 @@ func TestQueryAllServersWithOneDown(t *testing.T) {
 }
 
 var sighup = syscall.SIGHUP
+
+// A burst of relayed commands on a cold pool: every one succeeds, however
+// many dial the peer at once.
+func TestConcurrentRelaysShareThePool(t *testing.T) {
+	k, admins := fedAdmins(t)
+	nodes := startFederation(t, []string{"A", "B"}, admins, nil)
+	a := nodes["A"]
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := a.dial(t, "admin", ssh.PublicKeys(k.alice.Signer))
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			defer c.Close()
+			if out, err := runOn(t, c, "query user /server:B"); err != nil || !strings.Contains(out, "USERNAME") {
+				errs <- fmt.Sprintf("%v %q", err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error("a relayed command failed:", e)
+	}
+}

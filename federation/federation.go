@@ -322,17 +322,23 @@ func (r *Relay) client(ctx context.Context, name string) (*ssh.Client, bool, err
 	if err != nil {
 		return nil, true, err
 	}
-	p := &pooled{client: client, addr: srv.Address, key: srv.HostKey.Value}
-	p.timer = time.AfterFunc(r.o.IdleExpiry, func() { r.drop(name, client) })
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if old := r.pool[key]; old != nil {
-		// Another command dialled meanwhile, or the peer's address or
-		// key changed: keep the newest.
+		if old.addr == srv.Address && old.key == srv.HostKey.Value {
+			// Another command dialled the same peer meanwhile: share
+			// its connection (it may be in use) and drop ours.
+			go client.Close()
+			old.timer.Reset(r.o.IdleExpiry)
+			return old.client, false, nil
+		}
+		// The peer's address or key changed: the old connection goes.
 		old.timer.Stop()
 		go old.client.Close()
 	}
+	p := &pooled{client: client, addr: srv.Address, key: srv.HostKey.Value}
+	p.timer = time.AfterFunc(r.o.IdleExpiry, func() { r.drop(name, client) })
 	r.pool[key] = p
-	r.mu.Unlock()
 	return client, true, nil
 }
 
