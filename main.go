@@ -138,6 +138,9 @@ func run(log *slog.Logger, configPath string, check bool) error {
 		return err
 	}
 	defer auditLog.Close()
+	auditLog.OnFailure = func(err error) {
+		log.Error("audit record lost; logoffs are refused until the audit log can be written", "err", err.Error())
+	}
 
 	registry := sessions.NewRegistry()
 	shells := sessions.NewShellSource(registry)

@@ -24,6 +24,11 @@ type Log struct {
 	// meaningless and fails with EINVAL.
 	syncable bool
 	owned    bool
+	// OnFailure, if set, is told when a record cannot be written, at most
+	// once a minute, so that the operator hears of a broken audit log
+	// before an admin's logoff is refused for it.
+	OnFailure  func(error)
+	lastWarned time.Time
 }
 
 // Open opens the audit file for appending (mode 0600), or standard error
@@ -66,15 +71,21 @@ func (l *Log) write(event string, sync bool, attrs ...slog.Attr) error {
 	r.AddAttrs(attrs...)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.h.Handle(context.Background(), r); err != nil {
-		return fmt.Errorf("%w: %v", ErrAudit, err)
-	}
-	if sync && l.syncable {
-		if err := l.file.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-			return fmt.Errorf("%w: %v", ErrAudit, err)
+	err := l.h.Handle(context.Background(), r)
+	if err == nil && sync && l.syncable {
+		if err = l.file.Sync(); errors.Is(err, syscall.EINVAL) {
+			err = nil
 		}
 	}
-	return nil
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("%w: %v", ErrAudit, err)
+	if l.OnFailure != nil && time.Since(l.lastWarned) > time.Minute {
+		l.lastWarned = time.Now()
+		l.OnFailure(err)
+	}
+	return err
 }
 
 // Auth records an authentication attempt.

@@ -140,6 +140,9 @@ audit:
 	if bob.Exited(500 * time.Millisecond) {
 		t.Fatal("bob was logged off although the audit failed")
 	}
+	if !s.waitLog("audit record lost", time.Second) {
+		t.Errorf("the operator was not told that the audit log fails:\n%s", s.Log())
+	}
 }
 
 func TestIdleTimeoutEndsAnInteractiveSession(t *testing.T) {
