@@ -39,6 +39,11 @@ func (sel selector) match(s sessions.Session) bool {
 	case "name":
 		field = s.Name
 	case "type":
+		// The TYPE column (sshd, login, tsadmin), or the source it came
+		// from (shell, host, logind): type:host is every host login.
+		if s.Source != "" && sel.glob.MatchString(s.Source) {
+			return true
+		}
 		field = s.Type
 	default:
 		return false

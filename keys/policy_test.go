@@ -52,11 +52,13 @@ func TestAllowIsTheOneDecision(t *testing.T) {
   operator: { logoff: ["*"] }
   helpdesk: { logoff: ["user:student*", "name:pts/9*", "type:login"] }
   viewer:   { logoff: [] }
+  hostops:  { logoff: ["type:host"] }
 admins:
   - { name: alice, role: operator, keys: [%q] }
   - { name: helen, role: helpdesk, keys: [%q] }
   - { name: vic, role: viewer, keys: [%q] }
-`, authorized(a), authorized(h), authorized(v)))
+  - { name: tina, role: hostops, keys: [%q] }
+`, authorized(a), authorized(h), authorized(v), authorized(newSigner(t))))
 	helen := Identity{Name: "helen"}
 	vic := Identity{Name: "vic"}
 	cases := []struct {
@@ -76,6 +78,9 @@ admins:
 		// A host login of a Unix user named like the admin is not "own".
 		{vic, sessions.Session{User: "vic", Name: "pts/1", Type: "sshd"}, false, "role viewer: no selector matches"},
 		{Identity{Name: "mallory"}, sessions.Session{User: "x"}, false, "identity no longer configured"},
+		// type: matches the source too.
+		{Identity{Name: "tina"}, sessions.Session{User: "x", Name: "pts/1", Type: "sshd", Source: "host"}, true, "role hostops: type:host"},
+		{Identity{Name: "tina"}, sessions.Session{User: "x", Name: "ssh#3", Type: "tsadmin", Source: "shell"}, false, "role hostops: no selector matches"},
 		{Identity{Peer: "WF13"}, sessions.Session{User: "x"}, false, "identity no longer configured"},
 	}
 	for _, c := range cases {
