@@ -26,7 +26,10 @@ func newFleet(t *testing.T, extra string) *fleet {
 		alice: newKey(t, dir, "alice"), bob: newKey(t, dir, "bob"),
 		carol: newKey(t, dir, "carol"), stranger: newKey(t, dir, "stranger"),
 	}
+	// Only tsadmin's own sessions: host logins made by tests running in
+	// parallel (sessions/host) must not appear in these listings.
 	cfg := fmt.Sprintf(`name: WF12
+sessions: { sources: [shell] }
 roles:
   operator: { logoff: ["*"] }
   viewer:   { logoff: [] }
