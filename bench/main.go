@@ -70,6 +70,8 @@ func main() {
 	var err error
 	tmp, err = os.MkdirTemp("", "tsadmin-bench-")
 	check(err)
+	// Output piped into head must not kill the run before it cleans up.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sigs; cleanup(); os.Exit(1) }()

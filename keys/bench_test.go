@@ -8,11 +8,10 @@ import (
 )
 
 func BenchmarkAllow(b *testing.B) {
-	t := &testing.T{}
-	p := policy(t, fmt.Sprintf(`roles: { helpdesk: { logoff: ["name:tty*", "type:login", "user:student*"] } }
+	p := policy(b, fmt.Sprintf(`roles: { helpdesk: { logoff: ["name:tty*", "type:login", "user:student*"] } }
 admins:
   - { name: helen, role: helpdesk, keys: [%q] }
-`, authorized(newSigner(t))))
+`, authorized(newSigner(b))))
 	id := Identity{Name: "helen"}
 	s := sessions.Session{User: "student0042", Name: "pts/3", Type: "sshd"}
 	b.ReportAllocs()

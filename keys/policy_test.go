@@ -17,7 +17,7 @@ import (
 	"tsadmin/sessions"
 )
 
-func newSigner(t *testing.T) ssh.Signer {
+func newSigner(t testing.TB) ssh.Signer {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	s, err := ssh.NewSignerFromKey(priv)
@@ -31,7 +31,7 @@ func authorized(s ssh.Signer) string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey())))
 }
 
-func policy(t *testing.T, yaml string) *Policy {
+func policy(t testing.TB, yaml string) *Policy {
 	t.Helper()
 	c, err := config.Parse([]byte(yaml), filepath.Join(t.TempDir(), "config.yaml"))
 	if err != nil {
