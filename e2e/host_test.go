@@ -238,20 +238,3 @@ func TestMeasureHostSessions(t *testing.T) {
 	}
 	fmt.Printf("MEASURE host logoff (SIGHUP path; the command returns once every process has gone): median %s\n", median(logoffs))
 }
-
-// serverTook is the median server-side time of the audited commands whose
-// first word is verb.
-func serverTook(s *Server, verb string) time.Duration {
-	var d []time.Duration
-	for _, r := range s.Audit() {
-		words, _ := r["words"].([]any)
-		if r["msg"] == "command" && len(words) > 0 && words[0] == verb {
-			us, _ := r["took_us"].(float64)
-			d = append(d, time.Duration(us)*time.Microsecond)
-		}
-	}
-	if len(d) == 0 {
-		return 0
-	}
-	return median(d)
-}
