@@ -59,18 +59,7 @@ func (f *hostFleet) hostSession(t *testing.T, user string) session {
 
 func loggedIn(t *testing.T, d *sshdtest.SSHD, u sshdtest.User, tty bool) *sshdtest.Login {
 	t.Helper()
-	command := ""
-	if !tty {
-		command = "echo READY; sleep 1000"
-	}
-	l := d.Login(t, u, tty, command)
-	if tty {
-		l.Send("echo READY")
-	}
-	if !l.WaitFor("READY", 10*time.Second) {
-		t.Fatalf("%s could not log in: %q\n%s", u.Name, l.Output(), d.Log())
-	}
-	return l
+	return d.LoginReady(t, u, tty, "")
 }
 
 func TestHostSessionsListedAndEndedThroughTsadmin(t *testing.T) {

@@ -280,6 +280,27 @@ func (s *SSHD) Login(t testing.TB, u User, tty bool, command string) *Login {
 	return l
 }
 
+// LoginReady logs u in and waits until the session runs: with tty, a
+// login shell that has run setup; without, a remote command that runs
+// setup and then sleeps. setup may be empty.
+func (s *SSHD) LoginReady(t testing.TB, u User, tty bool, setup string) *Login {
+	t.Helper()
+	if setup != "" {
+		setup += "\n" // a line of its own: it may end with &
+	}
+	var l *Login
+	if tty {
+		l = s.Login(t, u, true, "")
+		l.Send(setup + "echo READY")
+	} else {
+		l = s.Login(t, u, false, setup+"echo READY; sleep 1000")
+	}
+	if !l.WaitFor("READY", 10*time.Second) {
+		t.Fatalf("%s could not log in: %q\n%s", u.Name, l.Output(), s.Log())
+	}
+	return l
+}
+
 type writer struct{ l *Login }
 
 func (w writer) Write(p []byte) (int, error) {

@@ -49,11 +49,7 @@ func TestRealSSHLoginsAreListedAndEnded(t *testing.T) {
 	// its terminal and its parent (it is reparented, so it is neither on
 	// the terminal nor under the login manager): only the audit session
 	// id, which setsid does not change, still ties it to the session.
-	l := d.Login(t, u, true, "")
-	l.Send("setsid sh -c 'sleep 1000 </dev/null >/dev/null 2>&1 &'; sleep 0.3; echo READY")
-	if !l.WaitFor("READY", 10*time.Second) {
-		t.Fatalf("the shell did not start: %q", l.Output())
-	}
+	l := d.LoginReady(t, u, true, "setsid sh -c 'sleep 1000 </dev/null >/dev/null 2>&1 &'; sleep 0.3")
 	s := waitSession(t, src, u.Name, true)
 	if s.Type != "sshd" || s.Device != "127.0.0.1" || s.State != sessions.Active || s.LogonTime.IsZero() {
 		t.Errorf("session fields: %+v", s)
@@ -92,11 +88,7 @@ func TestSessionIgnoringSIGHUPIsKilledAfterTheGrace(t *testing.T) {
 	d := sshdtest.Start(t)
 	src := New(sshdtest.UtmpPath, time.Second)
 	u := d.AddUser(t, "tsh")
-	l := d.Login(t, u, true, "")
-	l.Send(`trap "" HUP; nohup sh -c 'trap "" HUP; while :; do sleep 1; done' >/dev/null 2>&1 & echo READY`)
-	if !l.WaitFor("READY", 10*time.Second) {
-		t.Fatalf("the shell did not start: %q", l.Output())
-	}
+	d.LoginReady(t, u, true, `trap "" HUP; nohup sh -c 'trap "" HUP; while :; do sleep 1; done' >/dev/null 2>&1 &`)
 	s := waitSession(t, src, u.Name, true)
 	start := time.Now()
 	steps, err := logoff(t, src, s)
@@ -121,10 +113,7 @@ func TestSessionWithoutATerminal(t *testing.T) {
 	d := sshdtest.Start(t)
 	src := New(sshdtest.UtmpPath, time.Second)
 	u := d.AddUser(t, "tsh")
-	l := d.Login(t, u, false, "echo READY; sleep 1000")
-	if !l.WaitFor("READY", 10*time.Second) {
-		t.Fatalf("no session: %q", l.Output())
-	}
+	l := d.LoginReady(t, u, false, "")
 	s := waitSession(t, src, u.Name, false)
 	if !strings.HasPrefix(s.Name, "sess:") || s.Type != "sshd" || s.Device != "127.0.0.1" {
 		t.Errorf("a no-tty session: %+v", s)
@@ -147,11 +136,7 @@ func TestSessionsClaimedByLogindAreLeftOut(t *testing.T) {
 	d := sshdtest.Start(t)
 	src := New(sshdtest.UtmpPath, time.Second)
 	u := d.AddUser(t, "tsh")
-	l := d.Login(t, u, true, "")
-	l.Send("echo READY")
-	if !l.WaitFor("READY", 10*time.Second) {
-		t.Fatal("no login")
-	}
+	d.LoginReady(t, u, true, "")
 	s := waitSession(t, src, u.Name, true)
 	src.DeferTo(func(context.Context) (map[string]bool, map[int]bool, error) {
 		return map[string]bool{s.Name: true}, nil, nil
