@@ -1,4 +1,4 @@
-module tsadmin
+module github.com/tsadmin-dev/tsadmin
 
 go 1.26.8
 

@@ -19,12 +19,12 @@ import (
 	"syscall"
 	"time"
 
-	"tsadmin/audit"
-	"tsadmin/config"
-	"tsadmin/federation"
-	"tsadmin/keys"
-	"tsadmin/server"
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/audit"
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/federation"
+	"github.com/tsadmin-dev/tsadmin/keys"
+	"github.com/tsadmin-dev/tsadmin/server"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 const usage = `Usage: tsadmin [-config FILE] [-check]

@@ -6,10 +6,10 @@ import (
 	"slices"
 	"time"
 
-	"tsadmin/config"
-	"tsadmin/sessions"
-	"tsadmin/sessions/host"
-	"tsadmin/sessions/logind"
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/sessions/host"
+	"github.com/tsadmin-dev/tsadmin/sessions/logind"
 )
 
 // utmpPath is where the host source reads the login records.

@@ -25,7 +25,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"tsadmin/shell"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 var binary string

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"tsadmin/internal/sshdtest"
+	"github.com/tsadmin-dev/tsadmin/internal/sshdtest"
 )
 
 // hostFleet is tsadmin with the host source, beside a real sshd with two

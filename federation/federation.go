@@ -23,11 +23,11 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"tsadmin/audit"
-	"tsadmin/config"
-	"tsadmin/keys"
-	"tsadmin/sessions"
-	"tsadmin/shell"
+	"github.com/tsadmin-dev/tsadmin/audit"
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/keys"
+	"github.com/tsadmin-dev/tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 // RelayUser is the SSH user name a relaying server logs in with. It is

@@ -15,10 +15,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"tsadmin/audit"
-	"tsadmin/config"
-	"tsadmin/keys"
-	"tsadmin/shell"
+	"github.com/tsadmin-dev/tsadmin/audit"
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/keys"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 // A peer that accepts TCP and then says nothing is exit 7 within the

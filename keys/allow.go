@@ -4,8 +4,8 @@ import (
 	"regexp"
 	"strings"
 
-	"tsadmin/config"
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // selector is one compiled role entry: *, user:GLOB, name:GLOB, type:GLOB.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 func BenchmarkAllow(b *testing.B) {

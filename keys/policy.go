@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/config"
 )
 
 // Identity is an authenticated admin. It is made only from a key that

@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"tsadmin/config"
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 func newSigner(t testing.TB) ssh.Signer {

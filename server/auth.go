@@ -6,7 +6,7 @@ import (
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
-	"tsadmin/keys"
+	"github.com/tsadmin-dev/tsadmin/keys"
 )
 
 // permissionsKey is where the identity travels in the Permissions of a

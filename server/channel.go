@@ -12,8 +12,8 @@ import (
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
-	"tsadmin/sessions"
-	"tsadmin/shell"
+	"github.com/tsadmin-dev/tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 // maxEnvRequests is how many env requests one session may send (OpenSSH

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/term"
 
-	"tsadmin/shell"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 // completer is the interactive shell's Tab completion, and its Ctrl-C.

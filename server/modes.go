@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/term"
 
-	"tsadmin/federation"
-	"tsadmin/shell"
+	"github.com/tsadmin-dev/tsadmin/federation"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 func (c *channel) caller(mode shell.Mode) shell.Caller {

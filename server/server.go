@@ -20,11 +20,11 @@ import (
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
-	"tsadmin/audit"
-	"tsadmin/config"
-	"tsadmin/keys"
-	"tsadmin/sessions"
-	"tsadmin/shell"
+	"github.com/tsadmin-dev/tsadmin/audit"
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/keys"
+	"github.com/tsadmin-dev/tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 // Server is one tsadmin server.

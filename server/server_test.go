@@ -18,10 +18,10 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
-	"tsadmin/audit"
-	"tsadmin/config"
-	"tsadmin/keys"
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/audit"
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/keys"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // panickySource is a session source with bugs: listing it panics when

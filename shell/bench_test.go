@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 func BenchmarkParse(b *testing.B) {

@@ -12,7 +12,7 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // Row is one session as printed: the session, and what the caller may know

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"tsadmin/audit"
-	"tsadmin/keys"
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/audit"
+	"github.com/tsadmin-dev/tsadmin/keys"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // Mode is how a command reached the server.

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // Source is the host session source.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"tsadmin/internal/sshdtest"
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/internal/sshdtest"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // waitSession waits until the source lists a session of user (with a

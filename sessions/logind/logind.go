@@ -15,7 +15,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // D-Bus names of systemd-logind.

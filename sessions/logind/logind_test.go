@@ -20,7 +20,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // privateBus starts a dbus-daemon of its own and returns its address.
