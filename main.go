@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +26,9 @@ import (
 	"github.com/tsadmin-dev/tsadmin/keys"
 	"github.com/tsadmin-dev/tsadmin/server"
 	"github.com/tsadmin-dev/tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/sessions/host"
+	"github.com/tsadmin-dev/tsadmin/sessions/logind"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 const usage = `Usage: tsadmin [-config FILE] [-check]
@@ -155,12 +159,18 @@ func run(log *slog.Logger, configPath string, check bool) error {
 		Servers:        func() *config.Config { return srv.Config() },
 		ConnectTimeout: cfg.Limits.RelayConnectTimeout.Duration,
 		CommandTimeout: cfg.Limits.RelayCommandTimeout.Duration,
-		Audit:          auditLog, Log: log,
+		Log:            log,
 	})
 	defer relay.Close()
+	env := &shell.Env{
+		Server: cfg.Name, Registry: registry, Shells: shells, Audit: auditLog, Log: log, Peers: relay,
+		Policy: func() *keys.Policy { return srv.Policy() },
+		Grace:  cfg.Sessions.LogoffGrace.Duration,
+		Idle:   func() time.Duration { return srv.Config().Limits.IdleTimeout.Duration },
+	}
 	srv = server.New(server.Options{
-		Config: cfg, Policy: policy, HostKey: hostKey,
-		Registry: registry, Shells: shells, Audit: auditLog, Log: log, Peers: relay,
+		Config: cfg, Policy: policy, HostKey: hostKey, Audit: auditLog, Log: log,
+		Env: env, Relayed: &federation.Receiver{Env: env},
 	})
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -218,4 +228,40 @@ func auditPath(cfg *config.Config) string {
 		return ""
 	}
 	return cfg.Resolve(cfg.Audit.File)
+}
+
+// utmpPath is where the host source reads the login records.
+const utmpPath = "/var/run/utmp"
+
+// addHostSources adds the host session sources the config asks for.
+// logind is used where the system bus and systemd-logind answer; where
+// both run, the host source leaves logind's sessions to it.
+func addHostSources(reg *sessions.Registry, cfg *config.Config, log *slog.Logger) error {
+	grace := cfg.Sessions.LogoffGrace.Duration
+	var ld *logind.Source
+	if slices.Contains(cfg.Sessions.Sources, "logind") {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		var err error
+		ld, err = logind.ConnectSystem(ctx, grace)
+		cancel()
+		if err != nil {
+			log.Warn("systemd-logind is not available; its sessions are not listed", "err", err.Error())
+			ld = nil
+		}
+	}
+	for _, name := range cfg.Sessions.Sources {
+		switch name {
+		case "host":
+			h := host.New(utmpPath, grace)
+			if ld != nil {
+				h.DeferTo(ld.Claims)
+			}
+			reg.AddSource(h)
+		case "logind":
+			if ld != nil {
+				reg.AddSource(ld)
+			}
+		}
+	}
+	return nil
 }

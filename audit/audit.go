@@ -96,12 +96,25 @@ func (l *Log) Auth(addr, login, method, fingerprint, admin string, accepted bool
 		slog.Bool("accepted", accepted), slog.String("reason", reason))
 }
 
+// Command is what a command record says.
+type Command struct {
+	Admin   string   // who ran it (for a relayed command, the admin as the peer named them)
+	Session string   // the admin's session ID, or "relayed from PEER"
+	Via     string   // the peer that relayed it, if any
+	Server  string   // this server
+	Words   []string // the line as split (or, cut and escaped, a line that did not parse)
+	Status  int      // the exit status
+	Reason  string   // why it failed, one line
+	Took    time.Duration
+}
+
 // Command records a command line run by an admin, with its exit status
 // and how long the server took to run it.
-func (l *Log) Command(admin, session, server string, words []string, status int, took time.Duration) {
+func (l *Log) Command(c Command) {
 	l.write("command", false,
-		slog.String("admin", admin), slog.String("session", session), slog.String("server", server),
-		slog.Any("words", words), slog.Int("status", status), slog.Int64("took_us", took.Microseconds()))
+		slog.String("admin", c.Admin), slog.String("session", c.Session), slog.String("via", c.Via),
+		slog.String("server", c.Server), slog.Any("words", c.Words), slog.Int("status", c.Status),
+		slog.String("reason", c.Reason), slog.Int64("took_us", c.Took.Microseconds()))
 }
 
 // Logoff is what a logoff record says.

@@ -16,7 +16,7 @@ func TestRecordsAreJSONLinesWithTheirFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Auth("127.0.0.1:5", "root\x1b[2J", "publickey", "SHA256:x", "alice", true, "key")
-	l.Command("alice", "4", "WF12", []string{"logoff", "12"}, 0, 0)
+	l.Command(Command{Admin: "alice", Session: "4", Server: "WF12", Words: []string{"logoff", "12"}})
 	rec := Logoff{Admin: "alice", Server: "WF12", SessionID: 12, SessionName: "pts/3", SessionUser: "bob", SessionSource: "host", Rule: "role operator: *"}
 	if err := l.LogoffIntent(rec); err != nil {
 		t.Fatal(err)

@@ -139,7 +139,10 @@ func TestRelayedListingAndLogoff(t *testing.T) {
 		t.Fatal("the target on B is still connected after a relayed logoff")
 	}
 	// Both sides audit.
-	if !hasAudit(a.Audit(), func(m map[string]any) bool { return m["msg"] == "relay" && m["to"] == "B" && m["admin"] == "alice" }) {
+	if !hasAudit(a.Audit(), func(m map[string]any) bool {
+		return m["msg"] == "command" && m["admin"] == "alice" && m["status"] == 0.0 &&
+			strings.Contains(fmt.Sprint(m["words"]), "/server:B")
+	}) {
 		t.Error("A did not audit the relay")
 	}
 	if !hasAudit(b.Audit(), func(m map[string]any) bool {

@@ -23,7 +23,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/config"
 	"github.com/tsadmin-dev/tsadmin/keys"
 	"github.com/tsadmin-dev/tsadmin/sessions"
@@ -66,7 +65,6 @@ type Options struct {
 	ConnectTimeout time.Duration         // TCP connect and SSH handshake
 	CommandTimeout time.Duration         // one relayed command, logoff grace not included
 	IdleExpiry     time.Duration         // pooled connections unused this long are closed
-	Audit          *audit.Log
 	Log            *slog.Logger
 }
 
@@ -126,36 +124,26 @@ func serverErr(format string, args ...any) error {
 }
 
 // Relay implements shell.Relayer.
-func (r *Relay) Relay(ctx context.Context, server string, caller shell.Caller, cmd shell.Command, stdout, stderr io.Writer) int {
+func (r *Relay) Relay(ctx context.Context, server string, caller shell.Caller, cmd shell.Command, stdout, stderr io.Writer) error {
 	name, _, ok := r.lookup(server)
 	if !ok {
-		fmt.Fprintf(stderr, "%s: unknown server %q (known: %s)\n", cmd.Verb, server, strings.Join(r.Names(), ", "))
-		return shell.StatusServer
+		return serverErr("unknown server %q (known: %s)", server, strings.Join(r.Names(), ", "))
 	}
 	timeout := r.o.CommandTimeout
 	if cmd.Verb == shell.VerbLogoff {
 		// A logoff may wait out the peer's grace, and /delay.
 		timeout += r.o.Servers().Sessions.LogoffGrace.Duration + time.Duration(cmd.Delay)*time.Second
 	}
-	start := time.Now()
 	out, errOut, status, err := r.run(ctx, name, caller, cmd.Line, timeout)
-	r.o.Audit.Event("relay", slog.String("admin", caller.Identity.Name), slog.String("to", name),
-		slog.String("line", cmd.Line), slog.Int("status", status), slog.String("error", errString(err)),
-		slog.Duration("took", time.Since(start)))
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: server %s: %s\n", cmd.Verb, name, shell.Clean(err.Error()))
-		return shell.ExitStatus(err)
+		return fmt.Errorf("server %s: %w", name, err)
 	}
 	writeClean(stdout, out)
 	writeClean(stderr, errOut)
-	return status
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
+	if status != 0 {
+		return &shell.PeerStatus{Server: name, Status: status}
 	}
-	return err.Error()
+	return nil
 }
 
 // writeClean copies a peer's output line by line, neutralising control
@@ -193,8 +181,6 @@ func (r *Relay) QueryAll(ctx context.Context, caller shell.Caller, cmd shell.Com
 			defer wg.Done()
 			line := verb + " /fo:json /server:" + name
 			out, errOut, status, err := r.run(ctx, name, caller, line, r.o.CommandTimeout)
-			r.o.Audit.Event("relay", slog.String("admin", caller.Identity.Name), slog.String("to", name),
-				slog.String("line", line), slog.Int("status", status), slog.String("error", errString(err)))
 			if err == nil && status != 0 {
 				err = serverErr("%s", strings.TrimSpace(shell.Clean(string(errOut))))
 			}

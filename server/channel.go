@@ -7,12 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/tsadmin-dev/tsadmin/sessions"
 	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
@@ -24,23 +22,22 @@ const maxEnvRequests = 32
 // peerSessions caps the sessions on one peer's relay connection.
 const peerSessions = 64
 
-// channel is one session channel: a shell, a command or a script.
+// channel is one session channel: it answers the channel's requests and
+// hands exec and shell to shell/ (an admin) or federation/ (a peer). It
+// implements shell.Channel.
 type channel struct {
-	srv   *Server
-	conn  *connState
-	ch    gossh.Channel
-	v     *verified
-	shell *sessions.ShellSession
+	gossh.Channel
+	srv  *Server
+	conn *connState
+	v    *verified
 
-	mu       sync.Mutex
-	pty      *ptyRequest
-	started  bool
-	env      int
-	winch    func(w, h int) // set by the interactive shell
-	notifyFn func(string)   // how to show a message; set by the mode
-	exited   bool
+	mu      sync.Mutex
+	pty     *ptyRequest
+	started bool
+	env     int
+	session *shell.Session // the admin's session, once started
 
-	width atomic.Int32
+	exitOnce sync.Once
 }
 
 type ptyRequest struct {
@@ -87,7 +84,7 @@ func (s *Server) handleSession(_ *gliderssh.Server, conn *gossh.ServerConn, newC
 	if err != nil {
 		return
 	}
-	c := &channel{srv: s, conn: cs, ch: ch, v: v}
+	c := &channel{Channel: ch, srv: s, conn: cs, v: v}
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.guard("session requests", func() { c.handleRequests(runCtx, reqs) }, func() { ch.Close() })
@@ -112,7 +109,7 @@ func (c *channel) handleRequests(ctx context.Context, reqs <-chan *gossh.Request
 			c.mu.Unlock()
 			if tooMany {
 				req.Reply(false, nil)
-				c.ch.Close()
+				c.Close()
 				continue
 			}
 			// Refused: nothing in the environment changes tsadmin.
@@ -155,7 +152,6 @@ func (c *channel) ptyReq(payload []byte) bool {
 		return false
 	}
 	c.pty = &p
-	c.width.Store(int32(clampDim(p.Columns)))
 	return true
 }
 
@@ -167,14 +163,13 @@ func (c *channel) windowChange(payload []byte) bool {
 	rows := clampDim(binary.BigEndian.Uint32(payload[4:]))
 	c.mu.Lock()
 	hasPTY := c.pty != nil
-	winch := c.winch
+	session := c.session
 	c.mu.Unlock()
 	if !hasPTY {
 		return false
 	}
-	c.width.Store(int32(cols))
-	if winch != nil {
-		winch(cols, rows)
+	if session != nil {
+		session.Resize(cols, rows)
 	}
 	return true
 }
@@ -209,84 +204,53 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) (func(), bool) 
 		return nil, false
 	}
 	c.started = true
-	pty := c.pty != nil
+	pty := c.pty
 	c.mu.Unlock()
 
 	if c.v.id.Peer != "" {
 		// A peer runs relayed commands only: no shell, no PTY, and it is
 		// not an admin session of its own.
-		if req.Type != "exec" || pty {
+		if req.Type != "exec" || pty != nil {
 			return nil, false
 		}
 		return func() {
-			c.srv.safeGo("relayed command", func() { c.runRelayed(ctx, raw) }, func() { c.exit(shell.StatusNotFound) })
+			c.srv.safeGo("relayed command", func() { c.srv.relayed.Serve(ctx, c, c.v.id.Peer, raw) },
+				func() { c.Exit(shell.StatusInternal) })
 		}, true
 	}
 
-	c.shell = c.srv.shells.Add(c.v.id.Name, c.conn.source, c)
-	c.conn.mu.Lock()
-	c.conn.live[c] = struct{}{}
-	c.conn.mu.Unlock()
-	done := func() {
-		c.conn.mu.Lock()
-		delete(c.conn.live, c)
-		c.conn.mu.Unlock()
-		c.shell.Close()
+	var term *shell.PTY
+	if pty != nil {
+		term = &shell.PTY{Term: pty.Term, Width: clampDim(pty.Columns), Height: clampDim(pty.Rows)}
 	}
+	session := c.srv.env.NewSession(c, c.v.id, c.conn.source, term)
+	c.mu.Lock()
+	c.session = session
+	c.mu.Unlock()
+	c.conn.addLive(session)
 	return func() {
+		// shell.Session.Run recovers from its own panics; this guard is
+		// for the transport's part.
 		c.srv.safeGo("session", func() {
-			defer done()
-			switch {
-			case req.Type == "exec":
-				c.runExec(ctx, raw, pty)
-			case pty:
-				c.runInteractive(ctx)
-			default:
-				c.runScript(ctx)
-			}
-		}, func() {
-			done()
-			io.WriteString(c.ch.Stderr(), "tsadmin: internal error; the session ends\r\n")
-			c.exit(shell.StatusNotFound)
-		})
+			defer c.conn.removeLive(session)
+			session.Run(ctx, req.Type == "exec", raw)
+		}, func() { c.Exit(shell.StatusInternal) })
 	}, true
 }
 
-// exit sends the exit status and closes the channel, once.
-func (c *channel) exit(status int) {
-	c.mu.Lock()
-	if c.exited {
-		c.mu.Unlock()
-		return
-	}
-	c.exited = true
-	c.mu.Unlock()
-	msg := struct{ Status uint32 }{uint32(status)}
-	c.ch.SendRequest("exit-status", false, gossh.Marshal(&msg))
-	c.ch.CloseWrite()
-	c.ch.Close()
+// Stderr implements shell.Channel (gossh.Channel's returns a ReadWriter).
+func (c *channel) Stderr() io.Writer { return c.Channel.Stderr() }
+
+// Exit implements shell.Channel: it sends the exit status and closes the
+// channel, once.
+func (c *channel) Exit(status int) {
+	c.exitOnce.Do(func() {
+		msg := struct{ Status uint32 }{uint32(status)}
+		c.SendRequest("exit-status", false, gossh.Marshal(&msg))
+		c.CloseWrite()
+		c.Close()
+	})
 }
 
-// Kick implements sessions.ShellControl: another admin logged this session
-// off.
-func (c *channel) Kick(by string) {
-	msg := "tsadmin: this session was logged off"
-	if by != "" {
-		msg += " by " + by
-	}
-	c.conn.kick(msg)
-}
-
-// Notify implements sessions.ShellControl.
-func (c *channel) Notify(text string) { c.notify(text) }
-
-func (c *channel) notify(text string) {
-	c.mu.Lock()
-	fn := c.notifyFn
-	c.mu.Unlock()
-	if fn != nil {
-		fn(text)
-		return
-	}
-	io.WriteString(c.ch.Stderr(), text+"\r\n")
-}
+// Hangup implements shell.Channel: it closes the SSH connection.
+func (c *channel) Hangup() { c.conn.netConn.Close() }

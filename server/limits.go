@@ -7,6 +7,8 @@ import (
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 // connState is what the server keeps about one TCP connection.
@@ -23,8 +25,8 @@ type connState struct {
 	sshConn  *gossh.ServerConn
 	v        *verified
 	key      gossh.PublicKey
-	sessions int                   // session channels open now
-	live     map[*channel]struct{} // running shells and commands
+	sessions int                         // session channels open now
+	live     map[*shell.Session]struct{} // running admin sessions
 	closed   bool
 	done     chan struct{} // closed when the connection closes
 }
@@ -47,7 +49,7 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 	}
 	c := &connState{
 		srv: s, netConn: conn, remote: conn.RemoteAddr(), source: host,
-		started: time.Now(), pending: true, live: make(map[*channel]struct{}),
+		started: time.Now(), pending: true, live: make(map[*shell.Session]struct{}),
 		done: make(chan struct{}),
 	}
 	var evict []*connState
@@ -188,18 +190,38 @@ func (c *connState) identity() *verified {
 	return c.v
 }
 
-// kick tells every live shell and command of the connection why it ends,
-// then closes the connection.
+func (c *connState) addLive(s *shell.Session) {
+	c.mu.Lock()
+	c.live[s] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *connState) removeLive(s *shell.Session) {
+	c.mu.Lock()
+	delete(c.live, s)
+	c.mu.Unlock()
+}
+
+// kick tells every live session of the connection why it ends, then
+// closes the connection. The notices are best effort and bounded
+// (shell.Session.Notify): a client that stopped reading cannot hold a
+// logoff, a reload or a shutdown.
 func (c *connState) kick(msg string) {
 	c.mu.Lock()
-	live := make([]*channel, 0, len(c.live))
-	for ch := range c.live {
-		live = append(live, ch)
+	live := make([]*shell.Session, 0, len(c.live))
+	for s := range c.live {
+		live = append(live, s)
 	}
 	c.mu.Unlock()
-	for _, ch := range live {
-		ch.notify(msg)
+	var wg sync.WaitGroup
+	for _, s := range live {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Notify(msg)
+		}()
 	}
+	wg.Wait()
 	c.netConn.Close()
 }
 

@@ -1,10 +1,11 @@
-// Package server is tsadmin's SSH transport: it accepts connections with
-// github.com/gliderlabs/ssh, turns a verified key into an identity (keys/),
+// Package server is tsadmin's SSH transport, and only that: it accepts
+// connections with github.com/gliderlabs/ssh, turns a verified key into an
+// identity with its grants (keys/), enforces the connection limits,
 // refuses everything but session channels with exec or shell, and hands
-// each command line to shell/. Each concern has its own file: auth.go
-// (who is this?), limits.go (connection caps and the login grace),
-// channel.go (the session channel and its requests), modes.go (exec,
-// script and interactive).
+// an admin's session to shell/ and a peer's relayed command to
+// federation/. Each concern has its own file: auth.go (who is this?),
+// limits.go (connection caps and the login grace), channel.go (the session
+// channel and its requests).
 package server
 
 import (
@@ -23,19 +24,17 @@ import (
 	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/config"
 	"github.com/tsadmin-dev/tsadmin/keys"
-	"github.com/tsadmin-dev/tsadmin/sessions"
 	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 // Server is one tsadmin server.
 type Server struct {
-	log      *slog.Logger
-	audit    *audit.Log
-	hostKey  gossh.Signer
-	registry *sessions.Registry
-	shells   *sessions.ShellSource
-	env      *shell.Env
-	gl       *gliderssh.Server
+	log     *slog.Logger
+	audit   *audit.Log
+	hostKey gossh.Signer
+	env     *shell.Env
+	relayed RelayedRunner
+	gl      *gliderssh.Server
 
 	cfg    atomic.Pointer[config.Config]
 	policy atomic.Pointer[keys.Policy]
@@ -49,33 +48,30 @@ type Server struct {
 
 // Options are what New needs beyond the config.
 type Options struct {
-	Config   *config.Config
-	Policy   *keys.Policy
-	HostKey  gossh.Signer
-	Registry *sessions.Registry
-	Shells   *sessions.ShellSource
-	Audit    *audit.Log
-	Log      *slog.Logger
-	Peers    shell.Relayer
+	Config  *config.Config
+	Policy  *keys.Policy
+	HostKey gossh.Signer
+	Env     *shell.Env // what admins' sessions run against
+	Audit   *audit.Log
+	Log     *slog.Logger
+	Relayed RelayedRunner // runs the commands peers send
+}
+
+// RelayedRunner runs a command that a peer relays (federation's receiving
+// side). payload is the peer's exec request, as it came.
+type RelayedRunner interface {
+	Serve(ctx context.Context, ch shell.Channel, peer, payload string)
 }
 
 // New builds a server; Serve starts it.
 func New(o Options) *Server {
 	s := &Server{
 		log: o.Log, audit: o.Audit, hostKey: o.HostKey,
-		registry: o.Registry, shells: o.Shells,
+		env: o.Env, relayed: o.Relayed,
 		conns: make(map[*connState]struct{}), perSource: make(map[string]int),
 	}
 	s.cfg.Store(o.Config)
 	s.policy.Store(o.Policy)
-	s.env = &shell.Env{
-		Server:   o.Config.Name,
-		Registry: o.Registry,
-		Policy:   s.policy.Load,
-		Audit:    o.Audit,
-		Grace:    o.Config.Sessions.LogoffGrace.Duration,
-		Peers:    o.Peers,
-	}
 	s.gl = &gliderssh.Server{
 		Version:     "tsadmin",
 		HostSigners: []gliderssh.Signer{o.HostKey},
@@ -107,8 +103,8 @@ func New(o Options) *Server {
 // Config is the configuration in force.
 func (s *Server) Config() *config.Config { return s.cfg.Load() }
 
-// Env is the command environment, for federation's relayed commands.
-func (s *Server) Env() *shell.Env { return s.env }
+// Policy is the policy in force.
+func (s *Server) Policy() *keys.Policy { return s.policy.Load() }
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
@@ -129,9 +125,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		live = append(live, c)
 	}
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, c := range live {
-		c.kick("tsadmin: the server is shutting down")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.kick("tsadmin: the server is shutting down")
+		}()
 	}
+	wg.Wait()
 	err := s.gl.Shutdown(ctx)
 	// Shutdown does not end connections still in handshake, nor live
 	// sessions: Close does.
@@ -157,10 +159,18 @@ func (s *Server) Reload(c *config.Config, p *keys.Policy) {
 		if v == nil {
 			continue
 		}
-		id := v.id
-		if _, err := p.Authenticate(c.remote, v.key, now); err != nil {
-			s.audit.Event("reload.revoked", slog.String("admin", id.Name), slog.String("fingerprint", id.Fingerprint), slog.String("reason", err.Error()))
-			c.kick(fmt.Sprintf("tsadmin: access for %s was revoked by a configuration reload", id.Name))
+		old := v.id
+		id, err := p.Authenticate(c.remote, v.key, now)
+		switch {
+		case err != nil:
+			s.audit.Event("reload.revoked", slog.String("admin", old.Name), slog.String("fingerprint", old.Fingerprint), slog.String("reason", err.Error()))
+			go c.kick(fmt.Sprintf("tsadmin: access for %s was revoked by a configuration reload", old.Name))
+		case id.Name != old.Name || id.Peer != old.Peer:
+			// The key now belongs to another admin (or peer): the live
+			// connection must not go on as the old one, nor silently
+			// become the new one. It ends; the client logs in again.
+			s.audit.Event("reload.rebound", slog.String("admin", old.Name), slog.String("now", id.Name+id.Peer), slog.String("fingerprint", old.Fingerprint))
+			go c.kick("tsadmin: this key now belongs to another identity (configuration reload); log in again")
 		}
 	}
 }

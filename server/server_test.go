@@ -22,6 +22,7 @@ import (
 	"github.com/tsadmin-dev/tsadmin/config"
 	"github.com/tsadmin-dev/tsadmin/keys"
 	"github.com/tsadmin-dev/tsadmin/sessions"
+	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
 // panickySource is a session source with bugs: listing it panics when
@@ -35,7 +36,7 @@ func (p panickySource) List(context.Context) ([]sessions.Session, error) {
 	}
 	return []sessions.Session{{Name: "pts/9", User: "bob", Type: "sshd", Key: "k", State: sessions.Active}}, nil
 }
-func (panickySource) Logoff(context.Context, sessions.Session, sessions.Reporter) error {
+func (panickySource) Logoff(context.Context, sessions.Session, string, sessions.Reporter) error {
 	panic("a bug in logoff")
 }
 
@@ -69,8 +70,12 @@ func startInProcess(t *testing.T, extra sessions.Source) (addr string, alice gos
 	if extra != nil {
 		reg.AddSource(extra)
 	}
-	srv := New(Options{Config: cfg, Policy: policy, HostKey: hostKey, Registry: reg, Shells: shells,
-		Audit: auditLog, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var srv *Server
+	env := &shell.Env{Server: cfg.Name, Registry: reg, Shells: shells, Audit: auditLog, Log: log,
+		Policy: func() *keys.Policy { return srv.Policy() },
+		Idle:   func() time.Duration { return time.Minute }}
+	srv = New(Options{Config: cfg, Policy: policy, HostKey: hostKey, Audit: auditLog, Log: log, Env: env})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,8 +115,8 @@ func TestPanicInASessionDoesNotStopTheServer(t *testing.T) {
 	addr, alice := startInProcess(t, panickySource{})
 	_, err := run(t, addr, alice, "logoff pts/9")
 	var exit *gossh.ExitError
-	if err == nil || !asExit(err, &exit) || exit.ExitStatus() == 0 {
-		t.Fatalf("a panicking command must end with a non-zero status, got %v", err)
+	if err == nil || !asExit(err, &exit) || exit.ExitStatus() != shell.StatusInternal {
+		t.Fatalf("a panicking command must end with the internal-fault status %d, got %v", shell.StatusInternal, err)
 	}
 	// The server is still there, and other commands work.
 	out, err := run(t, addr, alice, "help logoff")
@@ -208,7 +213,10 @@ func (hostileSource) List(context.Context) ([]sessions.Session, error) {
 		Device: "evil\r\nFAKE ROW", State: sessions.Active,
 	}}, nil
 }
-func (hostileSource) Logoff(context.Context, sessions.Session, sessions.Reporter) error {
+func (hostileSource) Logoff(_ context.Context, _ sessions.Session, _ string, report sessions.Reporter) error {
+	// What /v says comes from the host too: a process may name itself
+	// anything (prctl PR_SET_NAME).
+	report.Report("1 process: 4242 (%s)", "\x1b]0;PWNED\x07\x1b[2J")
 	return nil
 }
 
@@ -222,6 +230,9 @@ func TestHostileNamesAreNeutralised(t *testing.T) {
 			if strings.Contains(out, bad) {
 				t.Errorf("%s: the output carries a raw %q: %q", cmd, bad, out)
 			}
+		}
+		if cmd == "logoff 2 /v" && !strings.Contains(out, `4242 (\x1b]0;PWNED\x07\x1b[2J)`) {
+			t.Errorf("/v does not show the escaped process name: %q", out)
 		}
 		if strings.Contains(out, "\nFAKE ROW") {
 			t.Errorf("%s: a device name started a row of its own: %q", cmd, out)

@@ -209,13 +209,14 @@ func (r *Registry) source(s Session) (Source, error) {
 	return nil, Errorf(ErrNotFound, "source %q is not configured", s.Source)
 }
 
-// Logoff ends s through the source that listed it.
-func (r *Registry) Logoff(ctx context.Context, s Session, report Reporter) error {
+// Logoff ends s through the source that listed it. by is the admin who
+// asked, for the sources that can tell the session's user.
+func (r *Registry) Logoff(ctx context.Context, s Session, by string, report Reporter) error {
 	src, err := r.source(s)
 	if err != nil {
 		return err
 	}
-	return src.Logoff(ctx, s, report)
+	return src.Logoff(ctx, s, by, report)
 }
 
 // Message writes text to the terminal of s, where its source can.

@@ -75,8 +75,9 @@ type Source interface {
 	// List returns the current sessions with Key, and not ID, set.
 	List(ctx context.Context) ([]Session, error)
 	// Logoff ends the session s, which came from this source's List, and
-	// returns once it is gone, or an error saying what survived.
-	Logoff(ctx context.Context, s Session, report Reporter) error
+	// returns once it is gone, or an error saying what survived. by is
+	// the admin who asked.
+	Logoff(ctx context.Context, s Session, by string, report Reporter) error
 }
 
 // Messenger is implemented by sources that can write a message to a

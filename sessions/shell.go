@@ -133,13 +133,12 @@ func (src *ShellSource) List(ctx context.Context) ([]Session, error) {
 
 // Logoff implements Source: it asks the connection to close and waits until
 // the session has gone.
-func (src *ShellSource) Logoff(ctx context.Context, target Session, report Reporter) error {
+func (src *ShellSource) Logoff(ctx context.Context, target Session, by string, report Reporter) error {
 	s, err := src.live(target)
 	if err != nil {
 		return err
 	}
 	report.Report("closing the SSH connection of %s (%s) from %s", s.Name(), s.admin, s.device)
-	by, _ := ctx.Value(ByKey{}).(string)
 	s.ctl.Kick(by)
 	select {
 	case <-s.done:
@@ -170,7 +169,3 @@ func (src *ShellSource) live(target Session) (*ShellSession, error) {
 	}
 	return s, nil
 }
-
-// ByKey is the context key under which the name of the admin who asked for
-// a logoff travels to the source, so the target can be told who ended it.
-type ByKey struct{}

@@ -2,10 +2,13 @@ package shell
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 func TestParseCommands(t *testing.T) {
@@ -148,7 +151,14 @@ func TestExitStatusIsDecidedInOnePlace(t *testing.T) {
 		{&UsageError{Msg: "x"}, 2},
 		{&DeniedError{Msg: "x"}, 5},
 		{&ServerError{Msg: "x"}, 7},
-		{errors.New("anything else"), 1},
+		{sessions.Errorf(sessions.ErrNotFound, "gone"), 1},
+		{fmt.Errorf("wrapped: %w", sessions.ErrAmbiguous), 1},
+		{sessions.ErrPrivilege, 5},
+		{sessions.Errorf(sessions.ErrSurvived, "still there"), 3},
+		{&PeerStatus{Server: "B", Status: 5}, 5},
+		{&InternalError{Msg: "x"}, 70},
+		// An error nobody typed is a fault of tsadmin, never "not found".
+		{errors.New("anything else"), 70},
 	}
 	for _, c := range cases {
 		if got := ExitStatus(c.err); got != c.want {

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/keys"
@@ -23,24 +26,28 @@ const (
 	ModeInteractive             // ssh host, with a PTY
 )
 
-// Env is what commands run against: this server's name, sessions, policy
-// and audit log.
+// Env is what commands run against: this server's name, sessions, policy,
+// audit log and peers. One Env serves every session of the server.
 type Env struct {
 	Server   string
 	Registry *sessions.Registry
-	Policy   func() *keys.Policy // the policy in force (it changes on reload)
+	Shells   *sessions.ShellSource // tsadmin's own sessions, where admin sessions register
+	Policy   func() *keys.Policy   // the policy in force (it changes on reload)
 	Audit    *audit.Log
-	Grace    time.Duration // the host logoff grace; a logoff may take this long
-	Peers    Relayer       // federation; nil when no servers are configured
+	Log      *slog.Logger
+	Grace    time.Duration        // the host logoff grace; a logoff may take this long
+	Idle     func() time.Duration // the idle timeout in force (limits.idle_timeout)
+	Peers    Relayer              // federation; nil when no servers are configured
 }
 
 // Relayer runs a command on another server (federation).
 type Relayer interface {
 	// Names lists the configured peers.
 	Names() []string
-	// Relay runs cmd on the named peer for the caller, copying its output,
-	// and returns its exit status.
-	Relay(ctx context.Context, server string, caller Caller, cmd Command, stdout, stderr io.Writer) int
+	// Relay runs cmd on the named peer for the caller, copying its output.
+	// A peer's own exit status comes back as a *PeerStatus; a peer that
+	// could not be asked, as a *ServerError.
+	Relay(ctx context.Context, server string, caller Caller, cmd Command, stdout, stderr io.Writer) error
 	// QueryAll runs a query on every peer at once, returning the rows of
 	// those that answered and an error for each that did not.
 	QueryAll(ctx context.Context, caller Caller, cmd Command) ([]Row, []error)
@@ -57,21 +64,79 @@ type Caller struct {
 
 // Outcome is what became of a command.
 type Outcome struct {
-	Status int  // the exit status
-	End    bool // the caller's session ends now (exit, or logoff of itself)
-	// LoggedOff: the caller logged off its own session; the server sends
+	Status int   // the exit status, ExitStatus(Err)
+	Err    error // why it failed, for the audit log; nil on success
+	End    bool  // the caller's session ends now (exit, or logoff of itself)
+	// LoggedOff: the caller logged off its own session; the session sends
 	// the reply and the exit status, then closes the connection.
 	LoggedOff bool
+	// Words is the line as split; nil for a blank line or one that did not
+	// parse.
+	Words []string
 }
 
-// Run carries out one command and writes its output to stdout and its
-// errors, one line each, to stderr.
-func (e *Env) Run(ctx context.Context, c Caller, cmd Command, stdout, stderr io.Writer) Outcome {
-	start := time.Now()
-	out := e.run(ctx, c, cmd, stdout, stderr)
-	if cmd.Verb != VerbNone {
-		e.Audit.Command(c.Identity.Name, sessionLabel(c), e.Server, cmd.Words, out.Status, time.Since(start))
+func failed(err error) Outcome { return Outcome{Status: ExitStatus(err), Err: err} }
+
+// Handler runs one command line for a caller. Every way a line reaches the
+// server (exec, script, interactive, relayed by a peer) is a Handler
+// wrapped once by Audited.
+type Handler func(ctx context.Context, c Caller, line string, stdout, stderr io.Writer) Outcome
+
+// Exec parses and runs one line, and audits it: what every mode calls.
+func (e *Env) Exec(ctx context.Context, c Caller, line string, stdout, stderr io.Writer) Outcome {
+	return e.Audited(e.ParseAndRun)(ctx, c, line, stdout, stderr)
+}
+
+// maxAuditLine is how much of a line that did not parse the audit log
+// keeps; the rest is counted.
+const maxAuditLine = 256
+
+// Audited wraps next so that each line it runs leaves exactly one audit
+// record: who (and through which peer), the words, the status, why it
+// failed and how long it took. A blank line leaves none.
+func (e *Env) Audited(next Handler) Handler {
+	return func(ctx context.Context, c Caller, line string, stdout, stderr io.Writer) Outcome {
+		start := time.Now()
+		out := next(ctx, c, line, stdout, stderr)
+		if out.Words == nil && out.Status == StatusOK {
+			return out
+		}
+		words := out.Words
+		if words == nil {
+			words = []string{cut(line, maxAuditLine)}
+		}
+		reason := ""
+		if out.Err != nil {
+			reason = cut(oneLine(out.Err.Error()), maxAuditLine)
+		}
+		e.Audit.Command(audit.Command{
+			Admin: c.Identity.Name, Session: sessionLabel(c), Via: c.Via, Server: e.Server,
+			Words: words, Status: out.Status, Reason: reason, Took: time.Since(start),
+		})
+		return out
 	}
+}
+
+// cut keeps at most n bytes of s, escaped, and says how long it was.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return Clean(s)
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", Clean(s[:n]), len(s))
+}
+
+// ParseAndRun parses one line and runs it. It is the innermost Handler.
+func (e *Env) ParseAndRun(ctx context.Context, c Caller, line string, stdout, stderr io.Writer) Outcome {
+	cmd, err := Parse(line)
+	if err != nil {
+		fmt.Fprintf(stderr, "tsadmin: %s\n", oneLine(err.Error()))
+		return failed(err)
+	}
+	out := e.Run(ctx, c, cmd, stdout, stderr)
+	out.Words = cmd.Words
 	return out
 }
 
@@ -79,13 +144,15 @@ func sessionLabel(c Caller) string {
 	if c.Via != "" {
 		return "relayed from " + c.Via
 	}
-	return fmt.Sprintf("%d", c.Session)
+	return strconv.Itoa(c.Session)
 }
 
-func (e *Env) run(ctx context.Context, c Caller, cmd Command, stdout, stderr io.Writer) Outcome {
+// Run carries out one parsed command and writes its output to stdout and
+// its errors, one line each, to stderr.
+func (e *Env) Run(ctx context.Context, c Caller, cmd Command, stdout, stderr io.Writer) Outcome {
 	fail := func(err error) Outcome {
 		fmt.Fprintf(stderr, "%s: %s\n", verbName(cmd), oneLine(err.Error()))
-		return Outcome{Status: ExitStatus(err)}
+		return failed(err)
 	}
 	if cmd.Help || cmd.Verb == VerbHelp {
 		io.WriteString(stdout, helpFor(cmd))
@@ -104,13 +171,22 @@ func (e *Env) run(ctx context.Context, c Caller, cmd Command, stdout, stderr io.
 		if c.Via != "" {
 			return fail(&ServerError{Msg: "a relayed command cannot be relayed again"})
 		}
-		if e.Peers == nil {
-			return fail(&ServerError{Msg: fmt.Sprintf("unknown server %s: no servers are configured", quoteWord(cmd.Server))})
+		if e.Peers == nil || len(e.Peers.Names()) == 0 {
+			return fail(&ServerError{Msg: fmt.Sprintf("unknown server %s: no peers are configured (servers: in config.yaml)", quoteWord(cmd.Server))})
 		}
 		if cmd.Server == "*" {
 			return e.queryAll(ctx, c, cmd, stdout, stderr)
 		}
-		return Outcome{Status: e.Peers.Relay(ctx, cmd.Server, c, cmd, stdout, stderr)}
+		err := e.Peers.Relay(ctx, cmd.Server, c, cmd, stdout, stderr)
+		var peer *PeerStatus
+		if errors.As(err, &peer) {
+			// The peer's own error lines came with its output.
+			return failed(err)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return Outcome{}
 	}
 	var err error
 	var end bool
@@ -206,15 +282,15 @@ func (e *Env) queryAll(ctx context.Context, c Caller, cmd Command, stdout, stder
 		fmt.Fprintf(stderr, "%s: %s\n", verbName(cmd), oneLine(err.Error()))
 	}
 	rows := filterRows(append(local, remote...), cmd.Target)
-	status := 0
-	if err := e.print(cmd, c, rows, true, stdout); err != nil {
+	err := e.print(cmd, c, rows, true, stdout)
+	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", verbName(cmd), oneLine(err.Error()))
-		status = ExitStatus(err)
 	}
 	if len(peerErrs) > 0 {
-		status = StatusServer
+		// A partial answer: the servers that failed are named above.
+		err = &ServerError{Msg: oneLine(errors.Join(peerErrs...).Error())}
 	}
-	return Outcome{Status: status}
+	return failed(err)
 }
 
 // logoff ends a session. It returns end=true when the session to end is
@@ -222,7 +298,9 @@ func (e *Env) queryAll(ctx context.Context, c Caller, cmd Command, stdout, stder
 func (e *Env) logoff(ctx context.Context, c Caller, cmd Command, stdout io.Writer) (end bool, err error) {
 	verbose := func(format string, args ...any) {
 		if cmd.Verbose {
-			fmt.Fprintf(stdout, format+"\n", args...)
+			// Process and user names come from outside: the line is
+			// escaped whole, whatever its arguments were.
+			io.WriteString(stdout, Clean(fmt.Sprintf(format, args...))+"\n")
 		}
 	}
 	list, _ := e.Registry.List(ctx)
@@ -268,10 +346,10 @@ func (e *Env) logoff(ctx context.Context, c Caller, cmd Command, stdout io.Write
 			return false, err
 		}
 	}
-	lctx, cancel := context.WithTimeout(context.WithValue(ctx, sessions.ByKey{}, c.Identity.Name), e.Grace+5*time.Second)
+	lctx, cancel := context.WithTimeout(ctx, e.Grace+5*time.Second)
 	defer cancel()
 	start := time.Now()
-	err = e.Registry.Logoff(lctx, target, func(format string, args ...any) {
+	err = e.Registry.Logoff(lctx, target, c.Identity.Name, func(format string, args ...any) {
 		verbose("  "+format, args...)
 	})
 	e.Audit.LogoffOutcome(rec, err)
@@ -301,45 +379,4 @@ func (e *Env) warn(ctx context.Context, target sessions.Session, c Caller, cmd C
 		}
 	}
 	return nil
-}
-
-// Exit statuses, as DESIGN.md fixes them.
-const (
-	StatusOK       = 0
-	StatusNotFound = 1
-	StatusUsage    = 2
-	StatusDenied   = 5
-	StatusServer   = 7
-)
-
-// DeniedError is a refusal: the admin lacks permission, or the audit log
-// cannot be written. Exit status 5.
-type DeniedError struct{ Msg string }
-
-func (e *DeniedError) Error() string { return e.Msg }
-
-// ServerError is a /server: that is unknown, unreachable or refused.
-// Exit status 7.
-type ServerError struct{ Msg string }
-
-func (e *ServerError) Error() string { return e.Msg }
-
-// ExitStatus is the one place that turns an error into an exit status.
-func ExitStatus(err error) int {
-	var usage *UsageError
-	var denied *DeniedError
-	var server *ServerError
-	switch {
-	case err == nil:
-		return StatusOK
-	case errors.As(err, &usage):
-		return StatusUsage
-	case errors.As(err, &denied), errors.Is(err, sessions.ErrPrivilege):
-		return StatusDenied
-	case errors.As(err, &server):
-		return StatusServer
-	default:
-		// Not found, not unique, or the session would not end.
-		return StatusNotFound
-	}
 }

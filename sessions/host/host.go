@@ -325,7 +325,7 @@ func describe(hs []handle) string {
 // after the grace period, SIGKILL to whatever remains. Processes that join
 // the session meanwhile (children forked during the grace) are found by a
 // fresh reading of /proc at each step.
-func (s *Source) Logoff(ctx context.Context, target sessions.Session, report sessions.Reporter) error {
+func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, report sessions.Reporter) error {
 	defer s.forget()
 	h, err := s.find(ctx, target.Key)
 	if err != nil {

@@ -35,7 +35,7 @@ func waitSession(t *testing.T, src *Source, user string, tty bool) sessions.Sess
 
 func logoff(t *testing.T, src *Source, s sessions.Session) (string, error) {
 	var steps []string
-	err := src.Logoff(context.Background(), s, func(f string, a ...any) { steps = append(steps, fmt.Sprintf(f, a...)) })
+	err := src.Logoff(context.Background(), s, "", func(f string, a ...any) { steps = append(steps, fmt.Sprintf(f, a...)) })
 	return strings.Join(steps, "\n"), err
 }
 

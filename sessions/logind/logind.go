@@ -193,7 +193,7 @@ func (s *Source) Claims(ctx context.Context) (ttys map[string]bool, leaders map[
 
 // Logoff implements sessions.Source: TerminateSession, then wait until
 // logind no longer lists the session.
-func (s *Source) Logoff(ctx context.Context, target sessions.Session, report sessions.Reporter) error {
+func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, report sessions.Reporter) error {
 	list, err := s.read(ctx)
 	if err != nil {
 		return err

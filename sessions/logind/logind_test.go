@@ -209,7 +209,7 @@ func TestLogindDouble_TerminateSession(t *testing.T) {
 	src := New(conn, time.Second)
 	list, _ := src.List(context.Background())
 	var steps []string
-	err := src.Logoff(context.Background(), list[0], func(format string, a ...any) { steps = append(steps, fmt.Sprintf(format, a...)) })
+	err := src.Logoff(context.Background(), list[0], "", func(format string, a ...any) { steps = append(steps, fmt.Sprintf(format, a...)) })
 	if err != nil {
 		t.Fatalf("logoff: %v", err)
 	}
@@ -229,7 +229,7 @@ func TestLogindDouble_PolkitRefusalIsPrivilegeError(t *testing.T) {
 	f.mu.Unlock()
 	src := New(conn, time.Second)
 	list, _ := src.List(context.Background())
-	err := src.Logoff(context.Background(), list[0], nil)
+	err := src.Logoff(context.Background(), list[0], "", nil)
 	if !errors.Is(err, sessions.ErrPrivilege) || !strings.Contains(err.Error(), "polkit") {
 		t.Fatalf("a polkit refusal: %v", err)
 	}
@@ -241,7 +241,7 @@ func TestLogindDouble_NoSuchSession(t *testing.T) {
 	src := New(conn, time.Second)
 	list, _ := src.List(context.Background())
 	f.TerminateSession("7") // it ends by itself meanwhile
-	if err := src.Logoff(context.Background(), list[0], nil); !errors.Is(err, sessions.ErrNotFound) {
+	if err := src.Logoff(context.Background(), list[0], "", nil); !errors.Is(err, sessions.ErrNotFound) {
 		t.Fatalf("a session that ended meanwhile: %v", err)
 	}
 }

@@ -1,23 +1,24 @@
-package server
+package shell
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
-	"golang.org/x/term"
-
-	"github.com/tsadmin-dev/tsadmin/shell"
+	"github.com/tsadmin-dev/tsadmin/keys"
 )
 
 // completer is the interactive shell's Tab completion, and its Ctrl-C.
 type completer struct {
-	c       *channel
-	t       *term.Terminal
-	lastTab string // the line at the last Tab, to list choices on a second
+	env     *Env
+	id      keys.Identity
+	out     io.Writer // the terminal, for ^C and the list of choices
+	lastTab string    // the line at the last Tab, to list choices on a second
 }
 
 // complete is x/term's AutoCompleteCallback. x/term calls it for every key
@@ -27,7 +28,7 @@ func (m *completer) complete(line string, pos int, key rune) (string, int, bool)
 	switch key {
 	case ctrlCKey:
 		// Drop the line, as a shell does; the session goes on.
-		fmt.Fprintf(m.t, "%s^C\n", line)
+		fmt.Fprintf(m.out, "%s^C\n", Clean(line))
 		m.lastTab = ""
 		return "", 0, true
 	case '\t':
@@ -35,9 +36,7 @@ func (m *completer) complete(line string, pos int, key rune) (string, int, bool)
 		m.lastTab = ""
 		return "", 0, false
 	}
-	if pos > len(line) {
-		pos = len(line)
-	}
+	pos = min(max(pos, 0), len(line))
 	head, rest := line[:pos], line[pos:]
 	start := strings.LastIndexAny(head, " \t") + 1
 	word := head[start:]
@@ -61,7 +60,7 @@ func (m *completer) complete(line string, pos int, key rune) (string, int, bool)
 		return head + add + rest, pos + len(add), true
 	}
 	if m.lastTab == line {
-		fmt.Fprintf(m.t, "%s\n%s\n", line, strings.Join(choices, "  "))
+		fmt.Fprintf(m.out, "%s\n%s\n", line, strings.Join(choices, "  "))
 	}
 	m.lastTab = line
 	return "", 0, false
@@ -95,8 +94,8 @@ func (m *completer) candidates(before string) []string {
 }
 
 func (m *completer) serverOptions() []string {
-	names := []string{"/server:" + m.c.srv.env.Server}
-	if peers := m.c.srv.env.Peers; peers != nil {
+	names := []string{"/server:" + m.env.Server}
+	if peers := m.env.Peers; peers != nil {
 		for _, n := range peers.Names() {
 			names = append(names, "/server:"+n)
 		}
@@ -109,42 +108,70 @@ func (m *completer) serverOptions() []string {
 func (m *completer) loggableSessions() []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	list, _ := m.c.srv.registry.List(ctx)
-	policy := m.c.srv.policy.Load()
+	list, _ := m.env.Registry.List(ctx)
+	policy := m.env.Policy()
 	var out []string
 	for _, s := range list {
-		if !policy.Allow(m.c.v.id, s).Allowed {
+		if !policy.Allow(m.id, s).Allowed {
 			continue
 		}
 		out = append(out, strconv.Itoa(s.ID))
 		// Only names that are safe to type back in.
-		if s.Name != "" && shell.Clean(s.Name) == s.Name && !strings.ContainsAny(s.Name, " \t'\"\\#") {
+		if s.Name != "" && Clean(s.Name) == s.Name && !strings.ContainsAny(s.Name, " \t'\"\\#") {
 			out = append(out, s.Name)
 		}
 	}
 	return out
 }
 
+// matching returns the candidates that start with prefix, ignoring case,
+// each spelt as prefix (as typed) followed by the rest of the candidate.
+// Case is compared rune by rune: a rune's case forms can differ in length
+// (İ, K, ſ), so a byte length of one string never indexes the other.
 func matching(candidates []string, prefix string) []string {
 	var out []string
 	seen := map[string]bool{}
-	lower := strings.ToLower(prefix)
 	for _, c := range candidates {
-		if strings.HasPrefix(strings.ToLower(c), lower) && !seen[c] {
-			seen[c] = true
-			out = append(out, prefix+c[len(prefix):])
+		rest, ok := cutPrefixFold(c, prefix)
+		if ok && !seen[prefix+rest] {
+			seen[prefix+rest] = true
+			out = append(out, prefix+rest)
 		}
 	}
 	sort.Strings(out)
 	return out
 }
 
+// cutPrefixFold reports whether s starts with prefix, ignoring case, and
+// returns what follows the prefix in s.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	for prefix != "" {
+		if s == "" {
+			return "", false
+		}
+		r1, n1 := utf8.DecodeRuneInString(s)
+		r2, n2 := utf8.DecodeRuneInString(prefix)
+		if r1 != r2 && !strings.EqualFold(s[:n1], prefix[:n2]) {
+			return "", false
+		}
+		s, prefix = s[n1:], prefix[n2:]
+	}
+	return s, true
+}
+
+// commonPrefix is the longest common prefix of the list, cut at a rune
+// boundary.
 func commonPrefix(list []string) string {
 	p := list[0]
 	for _, s := range list[1:] {
-		for !strings.HasPrefix(s, p) {
-			p = p[:len(p)-1]
+		n := 0
+		for n < len(p) && n < len(s) && p[n] == s[n] {
+			n++
 		}
+		p = p[:n]
+	}
+	for len(p) > 0 && !utf8.ValidString(p) {
+		p = p[:len(p)-1]
 	}
 	return p
 }

@@ -1,0 +1,49 @@
+package shell
+
+import (
+	"bytes"
+	"io"
+)
+
+// EscapeWriter returns the one printer through which everything a session
+// shows reaches the client: each line is written through Clean, so that no
+// control character or escape sequence from outside (a process or user
+// name in /v, a peer's output, an error quoting input) can move the
+// admin's cursor or retitle their terminal. Newlines separate lines and
+// are kept. Tables and JSON are clean already and pass unchanged.
+func EscapeWriter(w io.Writer) io.Writer { return escapeWriter{w} }
+
+type escapeWriter struct{ w io.Writer }
+
+func (e escapeWriter) Write(p []byte) (int, error) {
+	if clean(p) {
+		if _, err := e.w.Write(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	var b bytes.Buffer
+	for rest := p; len(rest) > 0; {
+		line, tail, nl := bytes.Cut(rest, []byte{'\n'})
+		b.WriteString(Clean(string(line)))
+		if nl {
+			b.WriteByte('\n')
+		}
+		rest = tail
+	}
+	if _, err := e.w.Write(b.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// clean reports whether p is printable ASCII, spaces and newlines only:
+// the common case, written as it is.
+func clean(p []byte) bool {
+	for _, c := range p {
+		if (c < ' ' && c != '\n') || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}

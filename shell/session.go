@@ -1,0 +1,275 @@
+package shell
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tsadmin-dev/tsadmin/keys"
+	"github.com/tsadmin-dev/tsadmin/sessions"
+)
+
+// Channel is the subset of an SSH session channel that an admin's session
+// uses. The transport (server/) implements it; the shell never sees SSH.
+type Channel interface {
+	io.ReadWriter
+	// Stderr is the channel's extended data stream.
+	Stderr() io.Writer
+	// Exit sends the exit status and closes the channel. Only the first
+	// call counts.
+	Exit(status int)
+	// Hangup closes the SSH connection the channel belongs to.
+	Hangup()
+}
+
+// PTY is the terminal a client asked for with pty-req.
+type PTY struct {
+	Term          string
+	Width, Height int
+}
+
+// noticeTimeout bounds how long a notice to a client (a logoff, a
+// reload, a shutdown, /msg) may hold whoever sends it: a client that stops
+// reading must never block a control path.
+const noticeTimeout = 250 * time.Millisecond
+
+// Session is one admin's tsadmin session: a command (exec), a script
+// (stdin without a terminal) or the interactive shell. It is listed by
+// the shell source while it runs.
+type Session struct {
+	env    *Env
+	ch     Channel
+	id     keys.Identity
+	device string
+	pty    *PTY
+	row    *sessions.ShellSession
+	out    io.Writer // stdout, escaped
+	errOut io.Writer // stderr, escaped
+
+	width    atomic.Int32
+	noticing atomic.Bool // a notice is being written
+
+	mu     sync.Mutex
+	editor *editor // the interactive line editor, once it runs
+}
+
+// NewSession registers a session of the identity id, connected from
+// device, on ch. pty is nil without a terminal. Run starts it.
+func (e *Env) NewSession(ch Channel, id keys.Identity, device string, pty *PTY) *Session {
+	s := &Session{env: e, ch: ch, id: id, device: device, pty: pty}
+	var stdout, stderr io.Writer = ch, ch.Stderr()
+	if pty != nil {
+		stdout, stderr = crlf(stdout), crlf(stderr)
+		s.width.Store(int32(pty.Width))
+	}
+	s.out, s.errOut = EscapeWriter(stdout), EscapeWriter(stderr)
+	s.row = e.Shells.Add(id.Name, device, s)
+	return s
+}
+
+// ID is the session's registry ID.
+func (s *Session) ID() int { return s.row.ID() }
+
+// Resize follows a window-change of the client's terminal.
+func (s *Session) Resize(width, height int) {
+	if s.pty == nil {
+		return
+	}
+	s.width.Store(int32(width))
+	s.mu.Lock()
+	ed := s.editor
+	s.mu.Unlock()
+	if ed != nil {
+		ed.resize(width, height)
+	}
+}
+
+// Run runs the session to its end: the exec line when exec is set, else
+// the interactive shell with a PTY, else a script. It sends the exit
+// status and leaves the listing. A panic ends this session only, with
+// StatusInternal and a line in the server log.
+func (s *Session) Run(ctx context.Context, exec bool, line string) {
+	defer s.row.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			s.env.Log.Error("panic recovered; the session ends", "admin", s.id.Name, "session", s.ID(),
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			io.WriteString(s.errOut, "tsadmin: internal error; the session ends\n")
+			s.ch.Exit(StatusInternal)
+		}
+	}()
+	switch {
+	case exec:
+		s.runExec(ctx, line)
+	case s.pty != nil:
+		s.runInteractive(ctx)
+	default:
+		s.runScript(ctx)
+	}
+}
+
+func (s *Session) caller(mode Mode) Caller {
+	return Caller{Identity: s.id, Session: s.ID(), Mode: mode, Width: int(s.width.Load())}
+}
+
+// exec runs one line of this session.
+func (s *Session) exec(ctx context.Context, mode Mode, line string, stdout, stderr io.Writer) Outcome {
+	s.row.Touch()
+	return s.env.Exec(ctx, s.caller(mode), line, stdout, stderr)
+}
+
+// finish ends the session with status; when the command logged off the
+// caller's own session, the connection closes too.
+func (s *Session) finish(out Outcome, status int) {
+	s.ch.Exit(status)
+	if out.LoggedOff {
+		s.ch.Hangup()
+	}
+}
+
+// runExec is `ssh host logoff 12`: one line, its exit status.
+func (s *Session) runExec(ctx context.Context, line string) {
+	out := s.exec(ctx, ModeExec, line, s.out, s.errOut)
+	s.finish(out, out.Status)
+}
+
+// runScript is `ssh host < commands.txt`: every line runs, in order, even
+// after one fails; the status is that of the first failure, or 0.
+func (s *Session) runScript(ctx context.Context) {
+	r := bufio.NewReaderSize(s.ch, MaxLineBytes+2)
+	status := StatusOK
+	var last Outcome
+	// A script that stops sending without closing its input is ended
+	// after the idle timeout, like an interactive session.
+	idle := s.env.Idle()
+	timer := time.AfterFunc(idle, func() {
+		s.Notify("tsadmin: idle timeout; closing the session")
+		s.ch.Exit(StatusOK)
+	})
+	defer timer.Stop()
+	for {
+		line, err := readScriptLine(r)
+		timer.Reset(idle)
+		if errors.Is(err, errLineTooLong) {
+			fmt.Fprintf(s.errOut, "tsadmin: the line is longer than %d bytes\n", MaxLineBytes)
+			status = ScriptStatus(status, StatusUsage)
+			continue
+		}
+		if line == "" && err != nil {
+			break
+		}
+		last = s.exec(ctx, ModeScript, line, s.out, s.errOut)
+		status = ScriptStatus(status, last.Status)
+		if last.End || err != nil || ctx.Err() != nil {
+			break
+		}
+	}
+	s.finish(last, status)
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readScriptLine reads one line of a script, without its newline (and a
+// CR before it). The last line needs no newline. An over-long line is
+// skipped up to its newline and reported as errLineTooLong.
+func readScriptLine(r *bufio.Reader) (string, error) {
+	line, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = r.ReadSlice('\n')
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", err
+		}
+		return "", errLineTooLong
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+	return s, err
+}
+
+// runInteractive is the shell with a PTY: prompt, editing, history,
+// completion.
+func (s *Session) runInteractive(ctx context.Context) {
+	ed := newEditor(s, func() {
+		s.Notify("tsadmin: idle timeout; closing the session")
+		s.ch.Exit(StatusOK)
+	})
+	defer ed.stop()
+	s.mu.Lock()
+	s.editor = ed
+	s.mu.Unlock()
+	out := EscapeWriter(ed.t)
+	fmt.Fprintf(out, "tsadmin on %s: you are %s (%s), session %d. Type help, or exit to leave.\n",
+		s.env.Server, s.id.Name, s.id.Role, s.ID())
+	var last Outcome
+	for {
+		line, err := ed.readLine()
+		if errors.Is(err, errPasted) {
+			// A pasted block arrives as lines that would each run: a
+			// pasted logoff list must not end sessions unseen.
+			fmt.Fprintf(out, "tsadmin: pasted lines are not run; type the command\n")
+			continue
+		}
+		if err != nil {
+			// Ctrl-D, the client went away, or the input was refused.
+			msg := ed.in.failure()
+			if msg != "" {
+				fmt.Fprintf(out, "tsadmin: %s\n", msg)
+			}
+			s.finish(last, InteractiveStatus(msg != ""))
+			return
+		}
+		last = s.exec(ctx, ModeInteractive, line, out, out)
+		if last.End || ctx.Err() != nil {
+			break
+		}
+	}
+	s.finish(last, InteractiveStatus(false))
+}
+
+// Kick implements sessions.ShellControl: another admin logged this
+// session off. The notice is best effort; the connection closes
+// regardless.
+func (s *Session) Kick(by string) {
+	msg := "tsadmin: this session was logged off"
+	if by != "" {
+		msg += " by " + by
+	}
+	s.Notify(msg)
+	s.ch.Hangup()
+}
+
+// Notify implements sessions.ShellControl: it writes a line to the
+// session's terminal (or stderr), best effort. It never holds the caller
+// longer than noticeTimeout, even when the client has stopped reading,
+// and a session has at most one notice in flight: the next is dropped.
+func (s *Session) Notify(text string) {
+	if !s.noticing.CompareAndSwap(false, true) {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer s.noticing.Store(false)
+		defer func() { recover() }() // a write racing the channel's close
+		s.mu.Lock()
+		ed := s.editor
+		s.mu.Unlock()
+		if ed != nil {
+			ed.notice(Clean(text))
+			return
+		}
+		io.WriteString(s.errOut, text+"\n")
+	}()
+	select {
+	case <-done:
+	case <-time.After(noticeTimeout):
+	}
+}
