@@ -135,10 +135,12 @@ const (
 // KnownSources are the session sources a config may name.
 var KnownSources = []string{"shell", "host", "logind"}
 
-var (
-	adminName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-)
+// namePattern is what the names of admins, roles and servers may be: the
+// one pattern for all three, also used for /server:NAME and $USER.
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidName reports whether s may name an admin, a role or a server.
+func ValidName(s string) bool { return namePattern.MatchString(s) }
 
 // Load reads, decodes and checks the config file at path.
 func Load(path string) (*Config, error) {
@@ -240,11 +242,11 @@ func (c *Config) check() error {
 		h, _ := os.Hostname()
 		h, _, _ = strings.Cut(h, ".")
 		c.Name = strings.ToUpper(h)
-		if !serverName.MatchString(c.Name) {
+		if !ValidName(c.Name) {
 			c.Name = "TSADMIN"
 		}
 	}
-	if !serverName.MatchString(c.Name) {
+	if !ValidName(c.Name) {
 		return fmt.Errorf("name %q: use letters, digits, '.', '_' and '-' (at most 64)", c.Name)
 	}
 	if c.Listen == "" {
@@ -299,11 +301,11 @@ func (c *Config) check() error {
 	}
 
 	for name, r := range c.Roles {
-		if !adminName.MatchString(name) {
+		if !ValidName(name) {
 			return fmt.Errorf("role %q: use letters, digits, '.', '_' and '-'", name)
 		}
 		for _, sel := range r.Logoff {
-			if err := CheckSelector(sel.Value); err != nil {
+			if _, err := ParseSelector(sel.Value); err != nil {
 				return fmt.Errorf("line %d: role %s: %v", sel.Line, name, err)
 			}
 		}
@@ -311,7 +313,7 @@ func (c *Config) check() error {
 	names := map[string]int{}
 	for _, a := range c.Admins {
 		where := fmt.Sprintf("line %d: admin %q", a.Line, a.Name)
-		if !adminName.MatchString(a.Name) {
+		if !ValidName(a.Name) {
 			return fmt.Errorf("%s: a name uses letters, digits, '.', '_' and '-' (at most 64)", where)
 		}
 		if first, dup := names[strings.ToLower(a.Name)]; dup {
@@ -326,7 +328,7 @@ func (c *Config) check() error {
 		}
 	}
 	for name, s := range c.Servers {
-		if !serverName.MatchString(name) {
+		if !ValidName(name) {
 			return fmt.Errorf("servers: name %q: use letters, digits, '.', '_' and '-'", name)
 		}
 		if strings.EqualFold(name, c.Name) {
@@ -342,23 +344,32 @@ func (c *Config) check() error {
 	return nil
 }
 
-// CheckSelector checks one logoff selector: *, user:GLOB, name:GLOB or
-// type:GLOB (see CompileGlob).
-func CheckSelector(sel string) error {
+// Selector is one compiled logoff selector: *, user:GLOB, name:GLOB or
+// type:GLOB.
+type Selector struct {
+	Kind string         // "*", "user", "name" or "type"
+	Glob *regexp.Regexp // nil for "*"
+	Text string         // as written
+}
+
+// ParseSelector is the one reader of the selector grammar (see
+// CompileGlob for the patterns).
+func ParseSelector(sel string) (Selector, error) {
 	if sel == "*" {
-		return nil
+		return Selector{Kind: "*", Text: sel}, nil
 	}
 	kind, glob, ok := strings.Cut(sel, ":")
 	if !ok || !contains([]string{"user", "name", "type"}, kind) {
-		return fmt.Errorf("selector %q: use *, user:GLOB, name:GLOB or type:GLOB", sel)
+		return Selector{}, fmt.Errorf("selector %q: use *, user:GLOB, name:GLOB or type:GLOB", sel)
 	}
 	if glob == "" {
-		return fmt.Errorf("selector %q: the pattern is empty", sel)
+		return Selector{}, fmt.Errorf("selector %q: the pattern is empty", sel)
 	}
-	if _, err := CompileGlob(glob); err != nil {
-		return fmt.Errorf("selector %q: bad pattern: %v", sel, err)
+	re, err := CompileGlob(glob)
+	if err != nil {
+		return Selector{}, fmt.Errorf("selector %q: bad pattern: %v", sel, err)
 	}
-	return nil
+	return Selector{Kind: kind, Glob: re, Text: sel}, nil
 }
 
 func setDuration(d *Duration, def time.Duration) {

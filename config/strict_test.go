@@ -172,7 +172,7 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 		for _, r := range c.Roles {
 			for _, s := range r.Logoff {
-				if CheckSelector(s.Value) != nil {
+				if _, err := ParseSelector(s.Value); err != nil {
 					t.Fatalf("selector %q passed", s.Value)
 				}
 			}

@@ -1,37 +1,19 @@
 package keys
 
 import (
-	"regexp"
-	"strings"
-
 	"github.com/tsadmin-dev/tsadmin/config"
 	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
-// selector is one compiled role entry: *, user:GLOB, name:GLOB, type:GLOB.
+// selector is one compiled role entry, with its rule text for the audit.
 type selector struct {
-	kind string // "*", "user", "name", "type"
-	glob *regexp.Regexp
-	text string // as written
-	rule string // "role NAME: SELECTOR", for the audit; set by NewPolicy
-}
-
-// parseSelector compiles a selector that config.CheckSelector accepted.
-func parseSelector(s string) (selector, error) {
-	if s == "*" {
-		return selector{kind: "*", text: s}, nil
-	}
-	kind, pattern, _ := strings.Cut(s, ":")
-	glob, err := config.CompileGlob(pattern)
-	if err != nil {
-		return selector{}, err
-	}
-	return selector{kind: kind, glob: glob, text: s}, nil
+	config.Selector
+	rule string // "role NAME: SELECTOR"; set by NewPolicy
 }
 
 func (sel selector) match(s sessions.Session) bool {
 	var field string
-	switch sel.kind {
+	switch sel.Kind {
 	case "*":
 		return true
 	case "user":
@@ -41,14 +23,14 @@ func (sel selector) match(s sessions.Session) bool {
 	case "type":
 		// The TYPE column (sshd, login, tsadmin), or the source it came
 		// from (shell, host, logind): type:host is every host login.
-		if s.Source != "" && sel.glob.MatchString(s.Source) {
+		if s.Source != "" && sel.Glob.MatchString(s.Source) {
 			return true
 		}
 		field = s.Type
 	default:
 		return false
 	}
-	return sel.glob.MatchString(field)
+	return sel.Glob.MatchString(field)
 }
 
 // Decision is the answer of Allow, with the rule that made it, for the

@@ -71,12 +71,11 @@ func NewPolicy(c *config.Config) (*Policy, error) {
 		p.roles[name] = []selector{}
 		p.noMatch[name] = "role " + name + ": no selector matches"
 		for _, sel := range r.Logoff {
-			compiled, err := parseSelector(sel.Value)
+			compiled, err := config.ParseSelector(sel.Value)
 			if err != nil {
 				return nil, fmt.Errorf("%s: line %d: role %s: %v", c.Path, sel.Line, name, err)
 			}
-			compiled.rule = "role " + name + ": " + compiled.text
-			p.roles[name] = append(p.roles[name], compiled)
+			p.roles[name] = append(p.roles[name], selector{Selector: compiled, rule: "role " + name + ": " + compiled.Text})
 		}
 	}
 	for _, a := range c.Admins {
@@ -163,11 +162,11 @@ func (p *Policy) addRunningUsersKeys() error {
 		return fmt.Errorf("no admins are configured and the home directory is unknown: %v", err)
 	}
 	admin := "admin"
-	if u := os.Getenv("USER"); u != "" && adminNameOK(u) {
+	if u := os.Getenv("USER"); config.ValidName(u) {
 		admin = u
 	}
 	p.Admins[admin] = FirstRunRole
-	p.roles[FirstRunRole] = []selector{{kind: "*", text: "*", rule: "role " + FirstRunRole + ": *"}}
+	p.roles[FirstRunRole] = []selector{{Selector: config.Selector{Kind: "*", Text: "*"}, rule: "role " + FirstRunRole + ": *"}}
 	files, _ := filepath.Glob(filepath.Join(home, ".ssh", "id_*.pub"))
 	files = append([]string{filepath.Join(home, ".ssh", "authorized_keys")}, files...)
 	for _, f := range files {
@@ -198,18 +197,6 @@ func (p *Policy) addRunningUsersKeys() error {
 		}
 	}
 	return nil
-}
-
-func adminNameOK(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // parsePeerKey reads a peer's pinned host key: "ssh-ed25519 AAAA...".

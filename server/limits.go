@@ -27,8 +27,7 @@ type connState struct {
 	key      gossh.PublicKey
 	sessions int                         // session channels open now
 	live     map[*shell.Session]struct{} // running admin sessions
-	closed   bool
-	done     chan struct{} // closed when the connection closes
+	done     chan struct{}               // closed when the connection closes
 }
 
 type connKey struct{}
@@ -163,14 +162,10 @@ func (s *Server) releaseStartup(c *connState) {
 	}
 }
 
-// closed is called once when the TCP connection closes.
+// closedConn is called once (trackedConn.Close) when the TCP connection
+// closes.
 func (c *connState) closedConn() {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	c.closed = true
 	wasPending := c.pending
 	c.pending = false
 	c.mu.Unlock()

@@ -151,24 +151,34 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 // MaxIDDigits bounds how long a numeric session ID argument may be.
 const MaxIDDigits = 9
 
-// IsID reports whether target is written as a session ID (digits only).
-func IsID(target string) bool {
-	if target == "" || len(target) > MaxIDDigits {
-		return false
-	}
-	for _, c := range target {
-		if c < '0' || c > '9' {
+// AllDigits reports whether s is a non-empty run of ASCII digits.
+func AllDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
 			return false
 		}
 	}
-	return true
+	return s != ""
+}
+
+// ParseNumber is the one parser of a session ID (and of the other small
+// numbers of the command language): a non-negative decimal of at most
+// MaxIDDigits digits, leading zeros allowed.
+func ParseNumber(s string) (int, bool) {
+	if !AllDigits(s) || len(s) > MaxIDDigits {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, true
 }
 
 // Find returns the one session that target names: an ID, or a session name
 // that must match exactly one session (case-insensitive). It never guesses.
 func Find(list []Session, target string) (Session, error) {
-	if IsID(target) {
-		id, _ := strconv.Atoi(target)
+	if id, ok := ParseNumber(target); ok {
 		for _, s := range list {
 			if s.ID == id {
 				return s, nil

@@ -40,7 +40,7 @@ type ShellSession struct {
 
 	mu        sync.Mutex
 	lastInput time.Time
-	closed    bool
+	closeOnce sync.Once
 }
 
 // ShellControl is how the source reaches a live session's connection.
@@ -92,17 +92,12 @@ func (s *ShellSession) Touch() {
 // Close removes the session from the listing. It is safe to call more than
 // once.
 func (s *ShellSession) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.src.mu.Lock()
-	delete(s.src.sessions, s.key)
-	s.src.mu.Unlock()
-	close(s.done)
+	s.closeOnce.Do(func() {
+		s.src.mu.Lock()
+		delete(s.src.sessions, s.key)
+		s.src.mu.Unlock()
+		close(s.done)
+	})
 }
 
 // Name implements Source.

@@ -7,12 +7,14 @@ package shell
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/shlex"
+
+	"github.com/tsadmin-dev/tsadmin/config"
+	"github.com/tsadmin-dev/tsadmin/sessions"
 )
 
 // MaxLineBytes is the longest command line accepted.
@@ -61,8 +63,6 @@ func (e *UsageError) Error() string { return e.Msg }
 func usagef(format string, args ...any) error {
 	return &UsageError{Msg: fmt.Sprintf(format, args...)}
 }
-
-var serverNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // MaxDelay bounds logoff /delay:SECONDS.
 const MaxDelay = 3600
@@ -152,7 +152,7 @@ func parseArgs(cmd Command, args []string) (Command, error) {
 			if value == "*" && cmd.Verb == VerbLogoff {
 				return Command{}, usagef("logoff: /server:* is not allowed; name one server")
 			}
-			if value != "*" && !serverNameRE.MatchString(value) {
+			if value != "*" && !config.ValidName(value) {
 				return Command{}, usagef("%s: %s is not a server name", name, quoteWord(value))
 			}
 			if cmd.Server != "" {
@@ -175,7 +175,7 @@ func parseArgs(cmd Command, args []string) (Command, error) {
 			}
 			cmd.Message = value
 		case key == "delay" && cmd.Verb == VerbLogoff:
-			n, ok := smallNumber(value)
+			n, ok := sessions.ParseNumber(value)
 			if !hasValue || !ok || n > MaxDelay {
 				return Command{}, usagef("logoff: /delay takes seconds from 0 to %d", MaxDelay)
 			}
@@ -184,11 +184,9 @@ func parseArgs(cmd Command, args []string) (Command, error) {
 			return Command{}, usagef("%s: unknown option %s (see %s /?)", name, quoteWord(a), name)
 		}
 	}
-	if cmd.Verb == VerbLogoff && cmd.Target != "" && cmd.Target[0] >= '0' && cmd.Target[0] <= '9' {
-		if _, ok := smallNumber(cmd.Target); !ok {
-			if allDigits(cmd.Target) {
-				return Command{}, usagef("logoff: session ID %s is out of range", quoteWord(cmd.Target))
-			}
+	if cmd.Verb == VerbLogoff && sessions.AllDigits(cmd.Target) {
+		if _, ok := sessions.ParseNumber(cmd.Target); !ok {
+			return Command{}, usagef("logoff: session ID %s is out of range", quoteWord(cmd.Target))
 		}
 	}
 	return cmd, nil
@@ -202,27 +200,6 @@ func isOption(w string) bool {
 
 func isHelpOption(w string) bool {
 	return isOption(w) && w[1:] == "?"
-}
-
-func allDigits(s string) bool {
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// smallNumber parses a non-negative decimal of at most 9 digits.
-func smallNumber(s string) (int, bool) {
-	if !allDigits(s) || len(s) > 9 {
-		return 0, false
-	}
-	n := 0
-	for _, c := range s {
-		n = n*10 + int(c-'0')
-	}
-	return n, true
 }
 
 // Split checks a line and splits it into words with google/shlex. It

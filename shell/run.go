@@ -239,10 +239,10 @@ func filterRows(rows []Row, target string) []Row {
 	if target == "" {
 		return rows
 	}
+	id, isID := sessions.ParseNumber(target)
 	var keep []Row
 	for _, r := range rows {
-		if sessions.IsID(target) && fmt.Sprint(r.ID) == strings.TrimLeft(target, "0") ||
-			!sessions.IsID(target) && (strings.EqualFold(r.Name, target) || r.User == target) {
+		if isID && r.ID == id || !isID && (strings.EqualFold(r.Name, target) || r.User == target) {
 			keep = append(keep, r)
 		}
 	}
