@@ -123,7 +123,8 @@ func parseFixed(t *testing.T, table string, fields []field) []map[string]string 
 }
 
 // A script that cuts the lines at Windows' offsets gets every field back:
-// IDs and states whole, names whole or cut with a ~.
+// IDs and states whole, names whole or cut with a ~; the JSON form has the
+// same state.
 func TestTablesParseAtWindowsOffsets(t *testing.T) {
 	rows := goldenRows()
 	cut := func(s string, n int) string {
@@ -160,6 +161,9 @@ func TestTablesParseAtWindowsOffsets(t *testing.T) {
 			} else {
 				want["type"] = cut(r.Type, 10)
 				want["device"] = r.Device
+			}
+			if j := ToJSON(r); j.State != got[i]["state"] || j.IdleSeconds != int64(r.IdleTime/time.Second) {
+				t.Errorf("%s row %d: JSON state %q idle_seconds %d, the table's state %q", tc.verb, i, j.State, j.IdleSeconds, got[i]["state"])
 			}
 			for k, w := range want {
 				if got[i][k] != w {
