@@ -7,9 +7,14 @@ import "golang.org/x/crypto/ssh"
 // MACs, the NIST curves for kex). A misspelled name would be dropped
 // silently by x/crypto, so they are x/crypto's own constants, and the
 // server's tests check each one is negotiated.
+//
+// aes256-ctr and aes128-ctr come after the AEAD ciphers, with the
+// encrypt-then-MAC MACs, as OpenSSH's defaults have them: Paramiko before
+// 3.x (Debian 12 ships 2.12) knows no AEAD cipher and could not connect.
+// A client that knows both picks the AEAD one, since it is listed first.
 var (
 	KeyExchanges = []string{ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519}
-	Ciphers      = []string{ssh.CipherAES256GCM, ssh.CipherAES128GCM, ssh.CipherChaCha20Poly1305}
+	Ciphers      = []string{ssh.CipherAES256GCM, ssh.CipherAES128GCM, ssh.CipherChaCha20Poly1305, ssh.CipherAES256CTR, ssh.CipherAES128CTR}
 	MACs         = []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM}
 	// UserSignatureAlgorithms are accepted from clients: no ssh-rsa
 	// (SHA-1), no ssh-dss.

@@ -16,23 +16,20 @@ import (
 // State is the classic Terminal Server session state.
 type State string
 
-// The states a session can be in.
+// The states a session with a user can be in. There is no Idle: on Windows
+// Idle is a station with nobody on it, and scripts read a user's session
+// as Active or Disc; how long it has gone without input is IdleTime.
 const (
 	Active State = "Active"
-	Idle   State = "Idle"
 	Disc   State = "Disc"
 )
-
-// IdleAfter is how long a session may go without input before it is shown
-// as Idle rather than Active.
-const IdleAfter = 5 * time.Minute
 
 // Session is one row of `query session`.
 type Session struct {
 	ID        int           // registry ID, stable while the session lives
 	Name      string        // ssh#4, pts/3, tty1, or a logind session name
 	User      string        // admin identity for tsadmin sessions; host user otherwise
-	State     State         // Active, Idle or Disc
+	State     State         // Active or Disc
 	Type      string        // tsadmin, sshd, login, ... (where it comes from)
 	Device    string        // remote address or host, if any
 	LogonTime time.Time     // when the session started
@@ -46,14 +43,6 @@ type Session struct {
 	// Admin is the tsadmin identity that owns the session, set only for
 	// tsadmin's own sessions. It decides "your own session".
 	Admin string
-}
-
-// StateFor derives Active or Idle from an idle time.
-func StateFor(idle time.Duration) State {
-	if idle >= IdleAfter {
-		return Idle
-	}
-	return Active
 }
 
 // Reporter receives the step-by-step account of a logoff for /v.

@@ -119,7 +119,7 @@ func (src *ShellSource) List(ctx context.Context) ([]Session, error) {
 		idle := now.Sub(s.lastInput)
 		s.mu.Unlock()
 		out = append(out, Session{
-			Name: s.Name(), User: s.admin, State: StateFor(idle), Type: ShellType,
+			Name: s.Name(), User: s.admin, State: Active, Type: ShellType,
 			Device: s.device, LogonTime: s.logon, IdleTime: idle, Key: s.key, Admin: s.admin,
 		})
 	}

@@ -83,8 +83,8 @@ Parameters
 
 Notes
   A > marks the session you are typing in.
-  STATE is Active, Idle (no input for 5 minutes or more) or Disc (the
-  terminal is gone). TYPE says where the session comes from: tsadmin for
+  STATE is Active or Disc (the terminal is gone); IDLE TIME (query user)
+  shows how long a session has gone without input. TYPE says where the session comes from: tsadmin for
   this server's own sessions, sshd or login for host logins.
 
 Examples

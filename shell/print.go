@@ -58,10 +58,9 @@ func Clean(s string) string {
 	return b.String()
 }
 
-// fit cleans s and cuts it to width runes, marking a cut with ~ so that a
-// truncated name is never mistaken for a whole one.
+// fit cuts s (already Clean) to width runes, marking a cut with ~ so that
+// a truncated name is never mistaken for a whole one.
 func fit(s string, width int) string {
-	s = Clean(s)
 	if utf8.RuneCountInString(s) <= width {
 		return s
 	}
@@ -69,84 +68,111 @@ func fit(s string, width int) string {
 	return string(r[:width-1]) + "~"
 }
 
+// column is one column of a table at a fixed place: the cells of every row
+// start (or, right-aligned, end) at the header's own column, so that
+// scripts written for Windows can cut the lines at fixed offsets.
 type column struct {
 	title string
-	width int // minimum width; 0 for the last column (not padded)
+	gap   int // spaces before the column (after the > marker for the first)
+	width int // the cells' width; 0 for the last column (not padded)
 	right bool
 	value func(Row) string
 }
 
+// The columns of quser and qwinsta, at the offsets Windows prints them:
+//
+//	USERNAME              SESSIONNAME        ID  STATE   IDLE TIME  LOGON TIME
+//	SESSIONNAME       USERNAME                 ID  STATE   TYPE        DEVICE
+//
+// A user name is cut to 20 characters, a session name to 15 and a type to
+// 10, the last with a ~ so that a cut name is never taken for a whole one
+// (Windows cuts silently; /fo:json has every name whole). An ID or idle
+// time too long for its field is never cut: it takes the spaces to its
+// left, then cuts the column before it, so that it still ends at its
+// header's column.
 var (
-	colServer  = column{"SERVER", 12, false, func(r Row) string { return r.Server }}
-	colName    = column{"SESSIONNAME", 17, false, func(r Row) string { return r.Name }}
-	colUser    = column{"USERNAME", 20, false, func(r Row) string { return r.User }}
-	colID      = column{"ID", 4, true, func(r Row) string { return strconv.Itoa(r.ID) }}
-	colState   = column{"STATE", 6, false, func(r Row) string { return string(r.State) }}
-	colType    = column{"TYPE", 8, false, func(r Row) string { return r.Type }}
-	colDevice  = column{"DEVICE", 0, false, func(r Row) string { return r.Device }}
-	colIdle    = column{"IDLE TIME", 9, true, func(r Row) string { return idleText(r.IdleTime) }}
-	colLogon   = column{"LOGON TIME", 0, false, func(r Row) string { return r.LogonTime.Local().Format("2006-01-02 15:04") }}
-	maxColumns = 40 // no field is shown wider than this
+	colServer  = column{"SERVER", 0, 12, false, func(r Row) string { return r.Server }}
+	colUser    = column{"USERNAME", 2, 20, false, func(r Row) string { return r.User }}
+	colName    = column{"SESSIONNAME", 2, 15, false, func(r Row) string { return r.Name }}
+	colID      = column{"ID", 1, 5, true, func(r Row) string { return strconv.Itoa(r.ID) }}
+	colState   = column{"STATE", 2, 6, false, func(r Row) string { return string(r.State) }}
+	colIdle    = column{"IDLE TIME", 2, 9, true, func(r Row) string { return idleText(r.IdleTime) }}
+	colLogon   = column{"LOGON TIME", 2, 0, false, func(r Row) string { return r.LogonTime.Local().Format("2006-01-02 15:04") }}
+	colType    = column{"TYPE", 2, 10, false, func(r Row) string { return r.Type }}
+	colDevice  = column{"DEVICE", 2, 0, false, func(r Row) string { return r.Device }}
+	maxColumns = 40 // the last column is cut to this width
+
+	quserColumns   = []column{colUser.after(0), colName, colID, colState, colIdle, colLogon}
+	qwinstaColumns = []column{colName.after(0), colUser.after(3), colID.after(2), colState, colType, colDevice}
 )
 
+// after returns c with gap spaces before it.
+func (c column) after(gap int) column {
+	c.gap = gap
+	return c
+}
+
 // WriteTable prints rows as the `query session` table (verb
-// VerbQuerySession) or the `query user` table, with a SERVER column when
-// withServer is set. width is the terminal width (0 for no limit): when
-// the rows are wider, the last column is cut so that rows never wrap.
+// VerbQuerySession) or the `query user` table, with a SERVER column first
+// when withServer is set (the other columns then keep their places, 14
+// further right). width is the terminal width (0 for no limit): when the
+// rows are wider, they are cut so that they never wrap.
 func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int) error {
+	table := qwinstaColumns
+	if verb == VerbQueryUser {
+		table = quserColumns
+	}
 	var cols []column
 	if withServer {
-		cols = append(cols, colServer)
-	}
-	if verb == VerbQueryUser {
-		cols = append(cols, colUser, colName, colID, colState, colIdle, colLogon)
+		cols = append(cols, colServer, table[0].after(2))
+		cols = append(cols, table[1:]...)
 	} else {
-		cols = append(cols, colName, colUser, colID, colState, colType, colDevice)
-	}
-	// Widths: the widest cell, at least the minimum, at most maxColumns.
-	// Cells are kept with their width in runes, counted once.
-	type cell struct {
-		text  string
-		runes int
-	}
-	cells := make([]cell, len(rows)*len(cols))
-	widths := make([]int, len(cols))
-	for i, c := range cols {
-		widths[i] = max(c.width, len(c.title))
-	}
-	for r, row := range rows {
-		for i, c := range cols {
-			v := fit(c.value(row), maxColumns)
-			n := utf8.RuneCountInString(v)
-			cells[r*len(cols)+i] = cell{v, n}
-			widths[i] = max(widths[i], n)
-		}
+		cols = table
 	}
 	var b bytes.Buffer
-	b.Grow((len(rows) + 1) * (sum(widths) + 2*len(cols) + 2))
+	b.Grow((len(rows) + 1) * 80)
 	var line []byte
-	writeLine := func(mark byte, vals []cell) {
+	texts := make([]string, len(cols))
+	gaps := make([]int, len(cols))
+	widths := make([]int, len(cols))
+	writeLine := func(mark byte) {
+		for i, c := range cols {
+			gaps[i], widths[i] = c.gap, c.width
+		}
+		// A right-aligned value too long for its field takes the spaces
+		// before it (keeping one), then cuts the column before it.
+		for i := 1; i < len(cols); i++ {
+			over := utf8.RuneCountInString(texts[i]) - widths[i]
+			if !cols[i].right || over <= 0 {
+				continue
+			}
+			take := min(over, gaps[i]-1)
+			gaps[i] -= take
+			widths[i] += take
+			over -= take
+			widths[i-1] -= over
+			widths[i] += over
+		}
 		line = append(line[:0], mark)
-		runes := 1
-		for i, v := range vals {
-			last := i == len(vals)-1
-			pad := widths[i] - v.runes
-			if cols[i].right {
+		for i, c := range cols {
+			line = appendSpaces(line, gaps[i])
+			v := texts[i]
+			if widths[i] > 0 {
+				v = fit(v, max(widths[i], 1))
+			} else {
+				v = fit(v, maxColumns)
+			}
+			pad := widths[i] - utf8.RuneCountInString(v)
+			if c.right {
 				line = appendSpaces(line, pad)
 			}
-			line = append(line, v.text...)
-			runes += v.runes + pad
-			if !last {
-				if !cols[i].right {
-					line = appendSpaces(line, pad)
-				}
-				line = append(line, "  "...)
-				runes += 2
-			} else if !cols[i].right {
-				runes -= pad
+			line = append(line, v...)
+			if !c.right {
+				line = appendSpaces(line, pad)
 			}
 		}
-		if width > 0 && runes > width {
+		line = bytes.TrimRight(line, " ")
+		if width > 0 && utf8.RuneCount(line) > width {
 			// Cut to the terminal: rows never wrap.
 			cut, n := 0, 0
 			for cut < len(line) && n < width-1 {
@@ -156,20 +182,22 @@ func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 			}
 			line = append(line[:cut], '~')
 		}
-		b.Write(bytes.TrimRight(line, " "))
+		b.Write(line)
 		b.WriteByte('\n')
 	}
-	titles := make([]cell, len(cols))
 	for i, c := range cols {
-		titles[i] = cell{c.title, len(c.title)}
+		texts[i] = c.title
 	}
-	writeLine(' ', titles)
-	for r, row := range rows {
+	writeLine(' ')
+	for _, row := range rows {
 		mark := byte(' ')
 		if row.Current {
 			mark = '>'
 		}
-		writeLine(mark, cells[r*len(cols):(r+1)*len(cols)])
+		for i, c := range cols {
+			texts[i] = Clean(c.value(row))
+		}
+		writeLine(mark)
 	}
 	_, err := w.Write(b.Bytes())
 	return err
@@ -184,14 +212,6 @@ func appendSpaces(b []byte, n int) []byte {
 		n -= k
 	}
 	return b
-}
-
-func sum(xs []int) int {
-	t := 0
-	for _, x := range xs {
-		t += x
-	}
-	return t
 }
 
 // idleText formats an idle time as quser does: "." for under a minute,

@@ -135,7 +135,7 @@ func (s *Source) scan(ctx context.Context) ([]session, error) {
 			if err := syscall.Stat(filepath.Join(s.dev, r.Line), &st); err == nil {
 				h.tty = st.Rdev
 				h.IdleTime = max(0, now.Sub(time.Unix(st.Atim.Sec, st.Atim.Nsec)))
-				h.State = sessions.StateFor(h.IdleTime)
+				h.State = sessions.Active
 			}
 		}
 		if h.sessionID != noSession {

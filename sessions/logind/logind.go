@@ -130,7 +130,6 @@ func (s *Source) read(ctx context.Context) ([]entry, error) {
 		}
 		e.State = sessions.Active
 		if b, _ := props["IdleHint"].Value().(bool); b {
-			e.State = sessions.Idle
 			if since := u64(props, "IdleSinceHint"); since > 0 {
 				e.IdleTime = max(0, time.Since(time.UnixMicro(int64(since))))
 			}
