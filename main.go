@@ -145,7 +145,7 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	registry := sessions.NewRegistry()
 	shells := sessions.NewShellSource(registry)
 	registry.AddSource(shells)
-	if err := addHostSources(registry, cfg, log); err != nil {
+	if err := addHostSources(registry, cfg, log, auditLog); err != nil {
 		return err
 	}
 
