@@ -310,7 +310,7 @@ func (s *Source) noTTY(procs procTable, claimed map[uint64]bool) []session {
 			h.owner = o.uid
 		}
 		h.Name = "sess:" + strconv.FormatUint(sid, 10)
-		h.Type = loginManager(root.comm)
+		h.Type = sessionType(root.comm)
 		h.State = sessions.Active
 		h.Key = fmt.Sprintf("audit:%d:%d:%d", sid, root.pid, root.start)
 		h.User = userName(h.owner)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -204,5 +205,37 @@ func TestShellRecordedInUtmpIsManagedByItsSSHD(t *testing.T) {
 	}
 	if !l.Exited(5 * time.Second) {
 		t.Fatal("the ssh client is still connected")
+	}
+}
+
+// A job runner's session (cron, at) has no utmp record; it is listed as a
+// background session, with the TYPE logind gives it (bg:cron). The job
+// here is a process named cron with an audit session of its own, as
+// pam_loginuid makes one for cron's child.
+func TestCronSessionIsListedAsBackground(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	u := sshdtest.NewUser(t, "tscron")
+	bin := filepath.Join(t.TempDir(), "cron")
+	data, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	job := exec.Command("sh", "-c", fmt.Sprintf(`echo %d >/proc/self/loginuid && exec "$0" 1000`, u.UID), bin)
+	if err := job.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { job.Process.Kill(); job.Wait() })
+	for i := 0; i < 200; i++ { // until sh has become cron
+		if p, ok := readProc("/proc", job.Process.Pid); ok && p.comm == "cron" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s := waitSession(t, New(sshdtest.UtmpPath, time.Second), u.Name, false)
+	if s.Type != "bg:cron" || !strings.HasPrefix(s.Name, "sess:") {
+		t.Errorf("a cron session: %+v", s)
 	}
 }

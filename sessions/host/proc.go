@@ -287,6 +287,17 @@ func loginManager(comm string) string {
 	return comm
 }
 
+// sessionType names the type of a session without a utmp record from its
+// root process: the job runners' sessions are background ones, shown as
+// logind shows them (bg:cron), so that the two sources agree.
+func sessionType(comm string) string {
+	switch comm {
+	case "cron", "crond", "atd", "anacron":
+		return "bg:" + comm
+	}
+	return loginManager(comm)
+}
+
 // isLoginManager reports whether comm is a program that writes utmp for
 // a child it forks: OpenSSH records the PID of the user's shell for a pty
 // login, its own process being the shell's parent.

@@ -7,7 +7,8 @@
 //
 // It lists the sessions the host source would list where logind does not
 // run: user logins (Class user) and background ones (Class background:
-// cron, at, systemd-run), the latter with TYPE bg:SERVICE (bg:cron).
+// cron, at, systemd-run), the latter with TYPE bg:SERVICE (bg:cron), the
+// TYPE the host source gives a job runner's session.
 // Greeters, lock screens and the per-user service manager are not logins
 // and are left out.
 package logind
