@@ -195,7 +195,7 @@ func (s *Source) verify(r Record, p *proc, boot int64, suspicious map[string]fun
 		slog.Int("pid", p.pid), slog.String("process", p.comm), slog.Bool("started_after_record", !fresh)}
 	note := func(reason string, more ...slog.Attr) {
 		key := fmt.Sprintf("%d:%d:%d:%s:%s", r.RecordOff, r.PID, r.Time.UnixNano(), r.Line, r.User)
-		all := append(attrs, more...)
+		all := slices.Concat(attrs, more)
 		suspicious[key] = func() { s.OnSuspicious(reason, all...) }
 	}
 	u, err := user.Lookup(r.User)
