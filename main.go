@@ -149,7 +149,7 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	registry := sessions.NewRegistry()
 	shells := sessions.NewShellSource(registry)
 	registry.AddSource(shells)
-	if err := addHostSources(registry, cfg, log); err != nil {
+	if err := addHostSources(registry, cfg, log, auditLog); err != nil {
 		return err
 	}
 
@@ -235,8 +235,10 @@ const utmpPath = "/var/run/utmp"
 
 // addHostSources adds the host session sources the config asks for.
 // logind is used where the system bus and systemd-logind answer; where
-// both run, the host source leaves logind's sessions to it.
-func addHostSources(reg *sessions.Registry, cfg *config.Config, log *slog.Logger) error {
+// both run, the host source leaves logind's sessions to it. What the host
+// source finds suspicious (a login record that lies about its user) goes
+// to the audit log.
+func addHostSources(reg *sessions.Registry, cfg *config.Config, log *slog.Logger, auditLog *audit.Log) error {
 	grace := cfg.Sessions.LogoffGrace.Duration
 	var ld *logind.Source
 	if slices.Contains(cfg.Sessions.Sources, "logind") {
@@ -253,6 +255,9 @@ func addHostSources(reg *sessions.Registry, cfg *config.Config, log *slog.Logger
 		switch name {
 		case "host":
 			h := host.New(utmpPath, grace)
+			h.OnSuspicious = func(reason string, attrs ...slog.Attr) {
+				auditLog.Event("host.suspicious", append(attrs, slog.String("reason", reason))...)
+			}
 			if ld != nil {
 				h.DeferTo(ld.Claims)
 			}

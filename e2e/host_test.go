@@ -136,8 +136,7 @@ func TestHostSessionIgnoringHUPAndNoTTY(t *testing.T) {
 	f := newHostFleet(t, "1s")
 	u := f.sshd.AddUser(t, "tsstu")
 	l := loggedIn(t, f.sshd, u, true)
-	l.Send(`trap "" HUP; setsid sh -c 'trap "" HUP; sleep 1000' & echo TRAPPED`)
-	if !l.WaitFor("TRAPPED", 5*time.Second) {
+	if !l.Run(`trap "" HUP; setsid sh -c 'trap "" HUP; sleep 1000' &`, 5*time.Second) {
 		t.Fatal("no trap")
 	}
 	notty := loggedIn(t, f.sshd, u, false)

@@ -171,11 +171,34 @@ type User struct {
 // characters), with a home in a temporary directory and a key.
 func (s *SSHD) AddUser(t testing.TB, prefix string) User {
 	t.Helper()
+	u := addUser(t, prefix, filepath.Join(s.Dir, "home"))
+	name := u.Name
+	key := filepath.Join(s.Dir, "key-"+name)
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	pub, _ := os.ReadFile(key + ".pub")
+	os.WriteFile(filepath.Join(s.Dir, "keys", name), pub, 0o644)
+	u.Key = key
+	return u
+}
+
+// NewUser creates a throwaway user, as AddUser does, for tests that need
+// a local user but no sshd; it has no key.
+func NewUser(t testing.TB, prefix string) User {
+	t.Helper()
+	return addUser(t, prefix, openDir(t))
+}
+
+// addUser creates the user prefix plus random hex with a home under
+// homes, and removes it (and ends its processes) when the test ends.
+func addUser(t testing.TB, prefix, homes string) User {
+	t.Helper()
 	b := make([]byte, 3)
 	rand.Read(b)
 	name := prefix + hex.EncodeToString(b)
-	home := filepath.Join(s.Dir, "home", name)
-	os.MkdirAll(filepath.Dir(home), 0o755)
+	home := filepath.Join(homes, name)
+	os.MkdirAll(homes, 0o755)
 	if out, err := exec.Command("useradd", "-m", "-d", home, "-s", "/bin/bash", name).CombinedOutput(); err != nil {
 		t.Fatalf("useradd %s: %v %s", name, err, out)
 	}
@@ -188,13 +211,7 @@ func (s *SSHD) AddUser(t testing.TB, prefix string) User {
 		KillUser(uid)
 		exec.Command("userdel", "-r", "-f", name).Run()
 	})
-	key := filepath.Join(s.Dir, "key-"+name)
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v %s", err, out)
-	}
-	pub, _ := os.ReadFile(key + ".pub")
-	os.WriteFile(filepath.Join(s.Dir, "keys", name), pub, 0o644)
-	return User{Name: name, UID: uid, Key: key}
+	return User{Name: name, UID: uid}
 }
 
 // KillUser ends every process of a uid, by PID, and waits for them.
@@ -285,20 +302,43 @@ func (s *SSHD) Login(t testing.TB, u User, tty bool, command string) *Login {
 // setup and then sleeps. setup may be empty.
 func (s *SSHD) LoginReady(t testing.TB, u User, tty bool, setup string) *Login {
 	t.Helper()
-	if setup != "" {
-		setup += "\n" // a line of its own: it may end with &
-	}
 	var l *Login
+	var ok bool
 	if tty {
 		l = s.Login(t, u, true, "")
-		l.Send(setup + "echo READY")
+		ok = l.Run(setup, 10*time.Second)
 	} else {
-		l = s.Login(t, u, false, setup+"echo READY; sleep 1000")
+		if setup != "" {
+			setup += "\n" // a line of its own: it may end with &
+		}
+		l = s.Login(t, u, false, setup+"echo "+readyCommand+"; sleep 1000")
+		ok = l.waitFrom(0, readyOutput, 10*time.Second)
 	}
-	if !l.WaitFor("READY", 10*time.Second) {
+	if !ok {
 		t.Fatalf("%s could not log in: %q\n%s", u.Name, l.Output(), s.Log())
 	}
 	return l
+}
+
+// readyCommand, given to echo, prints readyOutput. Only a shell that has
+// run it prints that: a terminal echoes the typed line at once, before the
+// shell reads it, so a marker that appears in the typed line itself (echo
+// READY) shows up before the commands typed before it have run.
+const (
+	readyCommand = `$((6*7))"OK"`
+	readyOutput  = "42OK"
+)
+
+// Run types line (may be empty, may end with &) into a terminal session
+// and waits up to d until the shell has run it: until the shell prints a
+// marker that the terminal's echo of the typed text cannot contain.
+func (l *Login) Run(line string, d time.Duration) bool {
+	from := len(l.Output())
+	if line != "" {
+		line += "\n" // a line of its own: it may end with &
+	}
+	l.Send(line + "echo " + readyCommand)
+	return l.waitFrom(from, readyOutput, d)
 }
 
 type writer struct{ l *Login }
@@ -319,11 +359,18 @@ func (l *Login) Output() string {
 	return l.out.String()
 }
 
-// WaitFor waits until the output contains s.
+// WaitFor waits until the output contains s. On a terminal, text that
+// was typed shows at once (the terminal echoes it): to wait until the
+// shell has run a line, use Run.
 func (l *Login) WaitFor(s string, d time.Duration) bool {
+	return l.waitFrom(0, s, d)
+}
+
+// waitFrom waits until the output from byte from on contains s.
+func (l *Login) waitFrom(from int, s string, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if strings.Contains(l.Output(), s) {
+		if strings.Contains(l.Output()[from:], s) {
 			return true
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -38,6 +39,15 @@ type Source struct {
 	mu       sync.Mutex
 	cached   []session
 	cachedAt time.Time
+	reported map[string]bool // suspicious records already reported
+
+	// OnSuspicious, when set, is told of login records that lie about
+	// their user (a record naming one user whose process belongs to
+	// another: a forged or stale record over a reused PID) and of
+	// processes a logoff refused to signal because another user owns
+	// them. Each record is reported once, not at every listing. main
+	// writes these to the audit log. Set it before the first List.
+	OnSuspicious func(reason string, attrs ...slog.Attr)
 }
 
 // listFresh is how long a listing of the host is reused.
@@ -67,8 +77,9 @@ func (s *Source) Name() string { return "host" }
 // session is a host session with what the source needs to end it.
 type session struct {
 	sessions.Session
-	leader    int    // utmp pid: the login manager's process, or the root of a no-tty session
+	leader    int    // the login manager's process (sshd, login), else the utmp pid or the root of a no-tty session
 	leaderAt  uint64 // its start time
+	owner     int    // the uid the session's processes act for; only they are signalled
 	sessionID uint64 // audit session id, or noSession
 	tty       uint64 // the terminal's device number, 0 if none
 }
@@ -111,20 +122,27 @@ func (s *Source) scan(ctx context.Context) ([]session, error) {
 		ttys, leaders, _ = s.claims(ctx)
 	}
 	procs := readProcs(s.proc)
+	boot := bootTime(s.proc)
 	now := time.Now()
 	var out []session
 	claimed := map[uint64]bool{} // audit session ids of utmp sessions
+	suspicious := map[string]func(){}
 	for _, r := range recs {
-		leader := procs[int(r.PID)]
-		if leader == nil {
-			continue // stale record: its login manager has gone
+		p := procs[int(r.PID)]
+		if p == nil {
+			continue // stale record: its process has gone
 		}
-		if ttys[r.Line] || leaders[leader.pid] {
+		uid, ok := s.verify(r, p, boot, suspicious)
+		if !ok {
+			continue
+		}
+		leader := s.loginManagerOf(p, procs, uid)
+		if ttys[r.Line] || leaders[leader.pid] || leaders[p.pid] {
 			continue // logind lists it
 		}
-		h := session{leader: leader.pid, leaderAt: leader.start, sessionID: leader.sessionID}
+		h := session{leader: leader.pid, leaderAt: leader.start, sessionID: leader.sessionID, owner: uid}
 		h.Name = r.Line
-		h.User = r.User
+		h.User = userName(uid)
 		h.Device = r.Host
 		h.LogonTime = r.Time
 		h.Type = loginManager(leader.comm)
@@ -148,7 +166,114 @@ func (s *Source) scan(ctx context.Context) ([]session, error) {
 			out = append(out, h)
 		}
 	}
+	s.report(suspicious)
 	return out, nil
+}
+
+// startSlack is how much later than its record a process may seem to have
+// started: /proc gives start times in clock ticks after a boot time that
+// is rounded to the second.
+const startSlack = 2
+
+// verify decides whether a utmp record is a live session, and returns the
+// uid the session belongs to. The record's PID must be the process the
+// record describes: one that started no later than the record was written
+// and that acts for the record's user (logged in as that user, or running
+// as that user). Any local user can have a record written (libutempter's
+// setgid helper writes one naming the caller, with its parent's PID); once
+// that PID has died and been reused by another user's process, a record
+// taken at its word would hand that process, and its whole login, to
+// whoever may end the record's user. A record whose process belongs to
+// another user is noted in suspicious, keyed by record.
+func (s *Source) verify(r Record, p *proc, boot int64, suspicious map[string]func()) (int, bool) {
+	started := int64(-1)
+	if boot > 0 {
+		started = boot + int64(p.start)/s.clkTck
+	}
+	fresh := started >= 0 && !r.Time.IsZero() && started <= r.Time.Unix()+startSlack
+	attrs := []slog.Attr{slog.String("line", r.Line), slog.String("record_user", r.User),
+		slog.Int("pid", p.pid), slog.String("process", p.comm), slog.Bool("started_after_record", !fresh)}
+	note := func(reason string, more ...slog.Attr) {
+		key := fmt.Sprintf("%d:%d:%d:%s:%s", r.RecordOff, r.PID, r.Time.UnixNano(), r.Line, r.User)
+		all := slices.Concat(attrs, more)
+		suspicious[key] = func() { s.OnSuspicious(reason, all...) }
+	}
+	u, err := user.Lookup(r.User)
+	if err != nil {
+		note("a login record names a user that does not exist; it is not listed")
+		return 0, false
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return 0, false
+	}
+	o, ok := readOwner(s.proc, p.pid)
+	if !ok {
+		return 0, false // gone meanwhile
+	}
+	if !o.actsFor(uid) {
+		note("a login record names another user than the owner of its process; it is not listed",
+			slog.Int("record_uid", uid), slog.Int("process_uid", o.uid), slog.Int("process_loginuid", o.loginUID))
+		return 0, false
+	}
+	if !fresh {
+		return 0, false // the record's process has gone and its PID was reused by the same user
+	}
+	return uid, true
+}
+
+// loginManagerOf returns the process that manages the login of a utmp
+// record's process p: p itself when it is sshd or login (OpenSSH's
+// privileged monitor, login(1)); else its parent when that is sshd or
+// login of the same login (same audit session, acting for the same user),
+// as where OpenSSH records the PID of the user's shell; else p (tmux and
+// screen record their own PID).
+func (s *Source) loginManagerOf(p *proc, procs procTable, uid int) *proc {
+	if isLoginManager(p.comm) {
+		return p // never walk up to the listening sshd
+	}
+	parent := procs[p.ppid]
+	if parent == nil || parent.pid == 1 || parent.pid == s.self || !isLoginManager(parent.comm) ||
+		parent.sessionID != p.sessionID {
+		return p
+	}
+	if o, ok := readOwner(s.proc, parent.pid); ok && o.actsFor(uid) {
+		return parent
+	}
+	return p
+}
+
+// report passes the suspicious records of one scan to OnSuspicious, each
+// once: a record is reported again only after it has been gone from a
+// scan.
+func (s *Source) report(suspicious map[string]func()) {
+	s.mu.Lock()
+	var calls []func()
+	for key, call := range suspicious {
+		if !s.reported[key] {
+			calls = append(calls, call)
+		}
+	}
+	s.reported = make(map[string]bool, len(suspicious))
+	for key := range suspicious {
+		s.reported[key] = true
+	}
+	s.mu.Unlock()
+	if s.OnSuspicious == nil {
+		return
+	}
+	for _, call := range calls {
+		call()
+	}
+}
+
+// userName is the name of uid, or the number when it has none.
+func userName(uid int) string {
+	id := strconv.Itoa(uid)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username
+	}
+	return id
 }
 
 // noTTY finds sessions that have no utmp record (OpenSSH writes none for
@@ -176,17 +301,19 @@ func (s *Source) noTTY(procs procTable, claimed map[uint64]bool) []session {
 		if root.pid == s.self {
 			continue // tsadmin itself was started from a login
 		}
-		h := session{leader: root.pid, leaderAt: root.start, sessionID: sid}
+		o, ok := readOwner(s.proc, root.pid)
+		if !ok {
+			continue // gone meanwhile
+		}
+		h := session{leader: root.pid, leaderAt: root.start, sessionID: sid, owner: o.loginUID}
+		if h.owner < 0 {
+			h.owner = o.uid
+		}
 		h.Name = "sess:" + strconv.FormatUint(sid, 10)
-		h.Type = loginManager(root.comm)
+		h.Type = sessionType(root.comm)
 		h.State = sessions.Active
 		h.Key = fmt.Sprintf("audit:%d:%d:%d", sid, root.pid, root.start)
-		if uid, ok := loginUID(s.proc, root.pid); ok {
-			h.User = strconv.Itoa(uid)
-			if u, err := user.LookupId(h.User); err == nil {
-				h.User = u.Username
-			}
-		}
+		h.User = userName(h.owner)
 		if boot > 0 {
 			h.LogonTime = time.Unix(boot+int64(root.start)/s.clkTck, 0)
 		}
@@ -265,11 +392,13 @@ type handle struct {
 	fd int
 }
 
-// hold opens pidfds for the processes and re-checks, after opening, that
-// each is still the process that was read (same start time). Processes
-// that have gone or been replaced are dropped.
-func (s *Source) hold(ps []*proc) []handle {
-	var out []handle
+// hold opens pidfds for the processes of session h and re-checks, after
+// opening, that each is still the process that was read (same start time)
+// and that it acts for the session's user: permission was decided against
+// that user, so a process of anyone else is never signalled, whatever
+// tied it to the session. Processes that have gone or been replaced are
+// dropped; those of other users are returned in foreign.
+func (s *Source) hold(h session, ps []*proc) (held []handle, foreign []*proc) {
 	for _, p := range ps {
 		fd, err := unix.PidfdOpen(p.pid, 0)
 		if err != nil {
@@ -280,9 +409,35 @@ func (s *Source) hold(ps []*proc) []handle {
 			unix.Close(fd)
 			continue // the PID now names another process
 		}
-		out = append(out, handle{p: p, fd: fd})
+		// Read after the pidfd is open: the owner is that of the held
+		// process (the start time check above ties the two).
+		if o, ok := readOwner(s.proc, p.pid); !ok || !o.actsFor(h.owner) {
+			unix.Close(fd)
+			if ok {
+				foreign = append(foreign, p)
+			}
+			continue
+		}
+		held = append(held, handle{p: p, fd: fd})
 	}
-	return out
+	return held, foreign
+}
+
+// refuse reports the processes a logoff will not signal because another
+// user owns them, each once (done holds those already reported).
+func (s *Source) refuse(h session, foreign []*proc, done map[int]uint64, report sessions.Reporter) {
+	for _, p := range foreign {
+		if at, ok := done[p.pid]; ok && at == p.start {
+			continue
+		}
+		done[p.pid] = p.start
+		report.Report("not signalling process %d (%s): it does not belong to %s", p.pid, p.comm, h.User)
+		if s.OnSuspicious != nil {
+			s.OnSuspicious("a logoff found a process of another user in the session; it was not signalled",
+				slog.String("session", h.Name), slog.String("user", h.User), slog.Int("uid", h.owner),
+				slog.Int("pid", p.pid), slog.String("process", p.comm))
+		}
+	}
 }
 
 func release(hs []handle) {
@@ -331,10 +486,17 @@ func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, 
 	if err != nil {
 		return err
 	}
-	held := s.hold(s.members(h, readProcs(s.proc)))
+	return s.end(ctx, h, target.ID, report)
+}
+
+// end signals the processes of session h that act for its user.
+func (s *Source) end(ctx context.Context, h session, id int, report sessions.Reporter) error {
+	held, foreign := s.hold(h, s.members(h, readProcs(s.proc)))
 	defer func() { release(held) }()
+	refused := map[int]uint64{}
+	s.refuse(h, foreign, refused, report)
 	if len(held) == 0 {
-		return sessions.Errorf(sessions.ErrNotFound, "session %d has no processes left", target.ID)
+		return sessions.Errorf(sessions.ErrNotFound, "session %d has no processes of %s left", id, h.User)
 	}
 	report.Report("session %s of %s: %d processes: %s", h.Name, h.User, len(held), describe(held))
 	signalled := map[int]uint64{}
@@ -356,7 +518,11 @@ func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, 
 	if err := hup(held); err != nil {
 		return err
 	}
-	report.Report("sent SIGHUP to %d processes, the login manager (%d) first", len(held), h.leader)
+	if first := held[0].p; first.pid == h.leader && isLoginManager(first.comm) {
+		report.Report("sent SIGHUP to %d processes, the login manager %s (%d) first", len(held), first.comm, first.pid)
+	} else {
+		report.Report("sent SIGHUP to %d processes", len(held))
+	}
 
 	remaining := func() []handle {
 		var left []handle
@@ -371,7 +537,9 @@ func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, 
 	for time.Now().Before(deadline) {
 		// Children forked since the last look are the session's too.
 		procs := readProcs(s.proc)
-		if fresh := s.newMembers(h, procs, held); len(fresh) > 0 {
+		fresh, foreign := s.newMembers(h, procs, held)
+		s.refuse(h, foreign, refused, report)
+		if len(fresh) > 0 {
 			held = append(held, fresh...)
 			if err := hup(fresh); err != nil {
 				return err
@@ -387,7 +555,9 @@ func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	held = append(held, s.newMembers(h, readProcs(s.proc), held)...)
+	fresh, foreign := s.newMembers(h, readProcs(s.proc), held)
+	s.refuse(h, foreign, refused, report)
+	held = append(held, fresh...)
 	left := remaining()
 	report.Report("after %s, %d processes remain: %s; sending SIGKILL", s.grace, len(left), describe(left))
 	for _, p := range left {
@@ -402,7 +572,7 @@ func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return sessions.Errorf(sessions.ErrSurvived, "session %d: processes survived SIGKILL: %s", target.ID, describe(remaining()))
+	return sessions.Errorf(sessions.ErrSurvived, "session %d: processes survived SIGKILL: %s", id, describe(remaining()))
 }
 
 // forget drops the cached listing.
@@ -413,7 +583,7 @@ func (s *Source) forget() {
 }
 
 // newMembers holds the session's processes that are not held yet.
-func (s *Source) newMembers(h session, procs procTable, held []handle) []handle {
+func (s *Source) newMembers(h session, procs procTable, held []handle) ([]handle, []*proc) {
 	known := map[int]uint64{}
 	for _, p := range held {
 		known[p.p.pid] = p.p.start
@@ -424,7 +594,7 @@ func (s *Source) newMembers(h session, procs procTable, held []handle) []handle 
 			fresh = append(fresh, p)
 		}
 	}
-	return s.hold(fresh)
+	return s.hold(h, fresh)
 }
 
 // Message implements sessions.Messenger: it writes text to the session's

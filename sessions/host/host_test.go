@@ -3,6 +3,11 @@ package host
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +63,9 @@ func TestRealSSHLoginsAreListedAndEnded(t *testing.T) {
 	steps, err := logoff(t, src, s)
 	if err != nil {
 		t.Fatalf("logoff: %v\n%s", err, steps)
+	}
+	if !strings.Contains(steps, "the login manager sshd (") {
+		t.Errorf("/v does not say sshd was signalled first:\n%s", steps)
 	}
 	if !l.Exited(5 * time.Second) {
 		t.Fatal("the ssh client is still connected")
@@ -145,5 +153,89 @@ func TestSessionsClaimedByLogindAreLeftOut(t *testing.T) {
 		if x.Key == s.Key {
 			t.Fatalf("a session logind claims is listed by the host source too: %+v", x)
 		}
+	}
+}
+
+// OpenSSH may record the PID of the user's shell rather than its own (the
+// record then names bash or the user's command): the login manager is
+// found as the shell's parent sshd, shown as TYPE sshd and signalled
+// first. The record here is the real login's, with the shell's PID.
+func TestShellRecordedInUtmpIsManagedByItsSSHD(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	d := sshdtest.Start(t)
+	u := d.AddUser(t, "tsh")
+	l := d.LoginReady(t, u, true, "echo shellpid=$(($$+0))")
+	m := regexp.MustCompile(`shellpid=([0-9]+)`).FindStringSubmatch(l.Output())
+	if m == nil {
+		t.Fatalf("the shell did not print its PID: %q", l.Output())
+	}
+	shell, _ := strconv.Atoi(m[1])
+	sp, ok := readProc("/proc", shell)
+	if !ok {
+		t.Fatalf("no shell %d", shell)
+	}
+	recs, err := ReadFile(sshdtest.UtmpPath, NativeSize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec *Record
+	for i := range recs {
+		if recs[i].User == u.Name {
+			rec = &recs[i]
+		}
+	}
+	if rec == nil {
+		t.Fatalf("sshd wrote no record for %s", u.Name)
+	}
+	rec.PID = int32(shell)
+	utmp := filepath.Join(t.TempDir(), "utmp")
+	os.WriteFile(utmp, Encode(*rec, NativeSize()), 0o644)
+	src := New(utmp, time.Second)
+	s := waitSession(t, src, u.Name, true)
+	if s.Type != "sshd" {
+		t.Errorf("TYPE of a login whose record names the shell: %q", s.Type)
+	}
+	steps, err := logoff(t, src, s)
+	if err != nil {
+		t.Fatalf("logoff: %v\n%s", err, steps)
+	}
+	want := fmt.Sprintf("the login manager sshd (%d) first", sp.ppid)
+	if !strings.Contains(steps, want) || !strings.Contains(steps, fmt.Sprintf("processes: %d (sshd)", sp.ppid)) {
+		t.Errorf("/v should signal the shell's sshd %d first:\n%s", sp.ppid, steps)
+	}
+	if !l.Exited(5 * time.Second) {
+		t.Fatal("the ssh client is still connected")
+	}
+}
+
+// A job runner's session (cron, at) has no utmp record; it is listed as a
+// background session, with the TYPE logind gives it (bg:cron). The job
+// here is a process named cron with an audit session of its own, as
+// pam_loginuid makes one for cron's child.
+func TestCronSessionIsListedAsBackground(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	u := sshdtest.NewUser(t, "tscron")
+	bin := filepath.Join(t.TempDir(), "cron")
+	data, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	job := exec.Command("sh", "-c", fmt.Sprintf(`echo %d >/proc/self/loginuid && exec "$0" 1000`, u.UID), bin)
+	if err := job.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { job.Process.Kill(); job.Wait() })
+	for i := 0; i < 200; i++ { // until sh has become cron
+		if p, ok := readProc("/proc", job.Process.Pid); ok && p.comm == "cron" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s := waitSession(t, New(sshdtest.UtmpPath, time.Second), u.Name, false)
+	if s.Type != "bg:cron" || !strings.HasPrefix(s.Name, "sess:") {
+		t.Errorf("a cron session: %+v", s)
 	}
 }

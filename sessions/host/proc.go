@@ -220,6 +220,47 @@ func loginUID(root string, pid int) (int, bool) {
 	return int(n), true
 }
 
+// owner is whom a process acts for: the uid it runs as, and the uid its
+// login was made for (pam_loginuid; inherited by every process of the login,
+// and kept across su and sudo).
+type owner struct {
+	uid      int // real uid
+	loginUID int // -1 when no login set it
+}
+
+// readOwner reads a process's real uid and loginuid.
+func readOwner(root string, pid int) (owner, bool) {
+	var buf [4096]byte
+	n, ok := readSmall(root+"/"+strconv.Itoa(pid)+"/status", buf[:])
+	if !ok {
+		return owner{}, false
+	}
+	o := owner{uid: -1, loginUID: -1}
+	for _, l := range bytes.Split(buf[:n], []byte("\n")) {
+		if v, ok := bytes.CutPrefix(l, []byte("Uid:")); ok {
+			if f := bytes.Fields(v); len(f) > 0 {
+				if n, ok := parseUint(f[0]); ok {
+					o.uid = int(n)
+				}
+			}
+			break
+		}
+	}
+	if o.uid < 0 {
+		return owner{}, false
+	}
+	if uid, ok := loginUID(root, pid); ok {
+		o.loginUID = uid
+	}
+	return o, true
+}
+
+// actsFor reports whether the process belongs to uid: logged in as uid
+// (a root-owned sshd or login of that login is), or running as uid.
+func (o owner) actsFor(uid int) bool {
+	return uid >= 0 && (o.loginUID == uid || o.uid == uid)
+}
+
 // bootTime is when the machine booted, from /proc/stat btime, in seconds.
 func bootTime(root string) int64 {
 	data, err := os.ReadFile(filepath.Join(root, "stat"))
@@ -244,4 +285,26 @@ func loginManager(comm string) string {
 		return "unknown"
 	}
 	return comm
+}
+
+// sessionType names the type of a session without a utmp record from its
+// root process: the job runners' sessions are background ones, shown as
+// logind shows them (bg:cron), so that the two sources agree.
+func sessionType(comm string) string {
+	switch comm {
+	case "cron", "crond", "atd", "anacron":
+		return "bg:" + comm
+	}
+	return loginManager(comm)
+}
+
+// isLoginManager reports whether comm is a program that writes utmp for
+// a child it forks: OpenSSH records the PID of the user's shell for a pty
+// login, its own process being the shell's parent.
+func isLoginManager(comm string) bool {
+	switch comm {
+	case "sshd", "sshd-session", "login":
+		return true
+	}
+	return false
 }

@@ -175,11 +175,12 @@ func TestReusedPIDIsNeverSignalled(t *testing.T) {
 	}
 	stale := *now
 	stale.start++ // the process that was read had another start time
-	if held := src.hold([]*proc{&stale}); len(held) != 0 {
+	h := session{owner: os.Getuid()}
+	if held, _ := src.hold(h, []*proc{&stale}); len(held) != 0 {
 		release(held)
 		t.Fatal("a process whose start time changed was held for signalling")
 	}
-	held := src.hold([]*proc{now})
+	held, _ := src.hold(h, []*proc{now})
 	defer release(held)
 	if len(held) != 1 {
 		t.Fatal("the genuine process was not held")

@@ -4,6 +4,13 @@
 // call's error. Where logind runs it is the authority for the sessions it
 // knows: the host source defers to it (Claims), so that no session is
 // listed twice.
+//
+// It lists the sessions the host source would list where logind does not
+// run: user logins (Class user) and background ones (Class background:
+// cron, at, systemd-run), the latter with TYPE bg:SERVICE (bg:cron), the
+// TYPE the host source gives a job runner's session.
+// Greeters, lock screens and the per-user service manager are not logins
+// and are left out.
 package logind
 
 import (
@@ -108,9 +115,8 @@ func (s *Source) read(ctx context.Context) ([]entry, error) {
 			}
 			return nil, classify(err)
 		}
-		// Only user sessions: greeters, lock screens and the per-user
-		// manager are not logins to end.
-		if class := str(props, "Class"); class != "" && class != "user" {
+		background, ok := listedClass(str(props, "Class"))
+		if !ok {
 			continue
 		}
 		e := entry{id: r.ID, leader: u32(props, "Leader")}
@@ -122,6 +128,9 @@ func (s *Source) read(ctx context.Context) ([]entry, error) {
 		e.Type = str(props, "Service")
 		if e.Type == "" {
 			e.Type = str(props, "Type")
+		}
+		if background {
+			e.Type = "bg:" + e.Type
 		}
 		e.Device = str(props, "RemoteHost")
 		ts := u64(props, "Timestamp")
@@ -141,6 +150,21 @@ func (s *Source) read(ctx context.Context) ([]entry, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// listedClass reports whether a session of class is listed, and whether
+// it is a background one. The host source lists cron's sessions (they
+// have an audit session of their own), so logind lists them too: an admin
+// sees the same sessions whichever source runs. Greeters, lock screens
+// and the per-user manager are not logins to end.
+func listedClass(class string) (background, ok bool) {
+	switch class {
+	case "", "user", "user-early", "user-incomplete":
+		return false, true
+	case "background", "background-light":
+		return true, true
+	}
+	return false, false
 }
 
 func str(p map[string]dbus.Variant, k string) string {

@@ -194,12 +194,43 @@ func TestLogindDouble_ClassFilter(t *testing.T) {
 	f, conn := startDouble(t)
 	f.add("1", "gdm", "tty1", "gdm-launch-environment", "greeter", 10, false)
 	f.add("2", "alice", "tty2", "login", "user", 11, false)
+	f.add("3", "alice", "", "systemd-user", "manager", 12, false)
+	f.add("4", "alice", "", "", "lock-screen", 13, false)
 	list, err := New(conn, time.Second).List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 || list[0].User != "alice" {
-		t.Fatalf("only user sessions are listed: %+v", list)
+	if len(list) != 1 || list[0].User != "alice" || list[0].Name != "tty2" {
+		t.Fatalf("only logins are listed, not greeters, lock screens or the user manager: %+v", list)
+	}
+}
+
+// Background sessions (cron) are listed, as the host source lists them,
+// with a TYPE that says they are background ones, and are claimed so that
+// the host source does not list them a second time.
+func TestLogindDouble_BackgroundSessionsAreListed(t *testing.T) {
+	f, conn := startDouble(t)
+	f.add("c7", "dave", "", "cron", "background", 4545, false)
+	f.add("2", "alice", "tty2", "login", "user", 11, false)
+	src := New(conn, time.Second)
+	list, err := src.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cron *sessions.Session
+	for i := range list {
+		if list[i].User == "dave" {
+			cron = &list[i]
+		}
+	}
+	if len(list) != 2 || cron == nil || cron.Type != "bg:cron" || cron.Name != "session-c7" {
+		t.Fatalf("a cron session: %+v", list)
+	}
+	if _, leaders, err := src.Claims(context.Background()); err != nil || !leaders[4545] {
+		t.Errorf("the background session is not claimed from the host source: %v %v", leaders, err)
+	}
+	if err := src.Logoff(context.Background(), *cron, "", nil); err != nil {
+		t.Errorf("logoff of a background session: %v", err)
 	}
 }
 
