@@ -244,7 +244,7 @@ func TestExitStatuses(t *testing.T) {
 		{"query help dash", []string{"query", "session", "-?"}, 0, "QUERY SESSION", ""},
 		{"help", []string{"help"}, 0, "query session", ""},
 		{"exit in exec", []string{"exit"}, 2, "", "interactive"},
-		{"unknown server", []string{"query", "session", "/server:WF99"}, 7, "", "unknown server"},
+		{"unknown server", []string{"query", "session", "/server:WF99"}, 7, "", "no peers are configured"},
 		{"own server name", []string{"qwinsta", "/server:wf12"}, 0, "SESSIONNAME", ""},
 		{"huge number", []string{"logoff", "99999999999999999999"}, 2, "", "out of range"},
 		{"negative number", []string{"logoff", "-5"}, 2, "", "unknown option"},
@@ -263,6 +263,27 @@ func TestExitStatuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A refused line can be as long as an SSH packet: the audit record keeps
+// its first 256 bytes, escaped, and its length.
+func TestARefusedLongLineIsCutInTheAudit(t *testing.T) {
+	f := newFleet(t, "")
+	long := "logoff " + strings.Repeat("\x1b", 100000) // 100 kB of escape bytes
+	if r := f.Run(f.alice, "", long); r.Status != 2 {
+		t.Fatalf("status %d, want 2", r.Status)
+	}
+	for _, rec := range f.Audit() {
+		if rec["msg"] != "command" {
+			continue
+		}
+		words := fmt.Sprint(rec["words"])
+		if len(words) > 400 || !strings.Contains(words, "(100007 bytes)") {
+			t.Fatalf("the refused line is not cut with its length: %d bytes: %.300s", len(words), words)
+		}
+		return
+	}
+	t.Fatalf("the refused line was not audited: %v", f.Audit())
 }
 
 func TestPipedScriptRunsEveryLine(t *testing.T) {

@@ -119,13 +119,14 @@ func (e *Env) Audited(next Handler) Handler {
 
 // cut keeps at most n bytes of s, escaped, and says how long it was.
 func cut(s string, n int) string {
-	if len(s) <= n {
-		return Clean(s)
+	c := Clean(s[:min(len(s), n)])
+	if len(c) <= n && len(s) <= n {
+		return c
 	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
+	for len(c) > n || !utf8.ValidString(c) {
+		c = c[:len(c)-1]
 	}
-	return fmt.Sprintf("%s... (%d bytes)", Clean(s[:n]), len(s))
+	return fmt.Sprintf("%s... (%d bytes)", c, len(s))
 }
 
 // ParseAndRun parses one line and runs it. It is the innermost Handler.
