@@ -208,16 +208,22 @@ func (c *connState) kick(msg string) {
 		live = append(live, s)
 	}
 	c.mu.Unlock()
+	concurrently(live, func(s *shell.Session) { s.Notify(msg) })
+	c.netConn.Close()
+}
+
+// concurrently calls f for each item at once and waits for them all: the
+// bounded waits of many stalled clients then add up to one, not to a sum.
+func concurrently[T any](items []T, f func(T)) {
 	var wg sync.WaitGroup
-	for _, s := range live {
+	for _, it := range items {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.Notify(msg)
+			f(it)
 		}()
 	}
 	wg.Wait()
-	c.netConn.Close()
 }
 
 // trackedConn reports the connection's close to its connState.

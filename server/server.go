@@ -125,15 +125,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		live = append(live, c)
 	}
 	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, c := range live {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.kick("tsadmin: the server is shutting down")
-		}()
-	}
-	wg.Wait()
+	concurrently(live, func(c *connState) { c.kick("tsadmin: the server is shutting down") })
 	err := s.gl.Shutdown(ctx)
 	// Shutdown does not end connections still in handshake, nor live
 	// sessions: Close does.
