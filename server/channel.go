@@ -164,6 +164,10 @@ func (c *channel) windowChange(payload []byte) bool {
 	c.mu.Lock()
 	hasPTY := c.pty != nil
 	session := c.session
+	if hasPTY && session == nil {
+		// Before the shell starts: it starts with this size.
+		c.pty.Columns, c.pty.Rows = uint32(cols), uint32(rows)
+	}
 	c.mu.Unlock()
 	if !hasPTY {
 		return false
