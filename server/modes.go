@@ -81,7 +81,7 @@ func (c *channel) runRelayed(ctx context.Context, raw string) {
 		c.exit(shell.StatusDenied)
 		return
 	}
-	id, err := c.srv.policy.Load().Relayed(req.Admin, req.Fingerprint)
+	id, err := c.srv.policy.Load().Relayed(req.Vouched(), time.Now())
 	if err != nil {
 		audit(shell.StatusDenied, err.Error())
 		fmt.Fprintf(stderr, "tsadmin: access denied on %s: %s\n", c.srv.env.Server, shell.Clean(err.Error()))
