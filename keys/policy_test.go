@@ -33,11 +33,7 @@ func authorized(s ssh.Signer) string {
 
 func policy(t testing.TB, yaml string) *Policy {
 	t.Helper()
-	c, err := config.Parse([]byte(yaml), filepath.Join(t.TempDir(), "config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := NewPolicy(c)
+	p, err := NewPolicy(mustParse(t, yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
