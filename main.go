@@ -122,10 +122,7 @@ func run(log *slog.Logger, configPath string, check bool) error {
 		listen = net.JoinHostPort("127.0.0.1", port)
 		log.Warn("no admins are configured: trusting the running user's own keys as operators, on 127.0.0.1 only",
 			"keys_from", strings.Join(policy.DefaultKeyFiles, ", "), "keys", policy.KeyCount())
-		if n := len(policy.DefaultSkipped); n > 0 {
-			log.Warn(fmt.Sprintf("%d of the running user's keys are not trusted: they carry options tsadmin cannot honour", n),
-				"skipped", strings.Join(policy.DefaultSkipped, "; "))
-		}
+		logSkipped(log, policy)
 		if policy.KeyCount() == 0 {
 			log.Warn("no keys found in ~/.ssh/authorized_keys or ~/.ssh/id_*.pub: nobody can log in; make one with ssh-keygen -t ed25519")
 		}
@@ -217,8 +214,18 @@ func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path stri
 			running.Listen, running.HostKey, running.Audit, running.Sessions.Sources, running.Name
 	}
 	srv.Reload(cfg, policy)
+	logSkipped(log, policy)
 	log.Info("configuration reloaded", "admins", len(policy.Admins), "keys", policy.KeyCount())
 	auditLog.Event("reload", slog.Int("admins", len(policy.Admins)))
+}
+
+// logSkipped says which of the running user's keys the first-run default
+// does not trust, and why.
+func logSkipped(log *slog.Logger, policy *keys.Policy) {
+	if n := len(policy.DefaultSkipped); n > 0 {
+		log.Warn(fmt.Sprintf("%d of the running user's keys are not trusted: an option tsadmin cannot honour, or not a key it accepts", n),
+			"skipped", strings.Join(policy.DefaultSkipped, "; "))
+	}
 }
 
 func auditPath(cfg *config.Config) string {

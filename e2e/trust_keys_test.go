@@ -237,3 +237,26 @@ func TestRelayedAdminNeedsTheKeyHeldHere(t *testing.T) {
 		t.Error("the relayed logoff by the same key did not end the session")
 	}
 }
+
+// A CA's signature on a certificate is held to the rules of a user's: a
+// certificate that ssh-keygen signed with ssh-rsa (SHA-1) is refused, the
+// same CA's rsa-sha2-512 signature is accepted.
+func TestCertificateSignedWithSHA1IsRefused(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", filepath.Join(dir, "rsa-ca")).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	ca := Key{Path: filepath.Join(dir, "rsa-ca"), Public: strings.TrimSpace(mustRead(t, filepath.Join(dir, "rsa-ca.pub")))}
+	holder := newKey(t, dir, "holder")
+	s := startServer(t, dir, fmt.Sprintf("roles: { viewer: { logoff: [] } }\nadmins:\n  - { name: erin, role: viewer, keys: [%q] }\ntrusted_user_ca_keys:\n  - %s\n",
+		newKey(t, dir, "erin").Public, ca.Public))
+	for _, c := range []struct {
+		alg    string
+		status int
+	}{{"ssh-rsa", 255}, {"rsa-sha2-512", 0}} {
+		sign(t, ca, holder, "erin", "-V", "-5m:+1h", "-t", c.alg)
+		if r := s.Run(holder, "", "query", "user"); r.Status != c.status {
+			t.Errorf("a certificate signed with %s: status %d, want %d (%q)", c.alg, r.Status, c.status, r.Stderr)
+		}
+	}
+}
