@@ -153,6 +153,19 @@ func (r *krlReader) hashes(size int, add func([]byte)) {
 	}
 }
 
+// plainKey parses a KRL's key blob (an explicit key, a CA). Keys are then
+// compared in x/crypto's own encoding, as the keys presented are.
+func plainKey(blob []byte) (ssh.PublicKey, error) {
+	k, err := ssh.ParsePublicKey(blob)
+	if err != nil {
+		return nil, err
+	}
+	if _, isCert := k.(*ssh.Certificate); isCert {
+		return nil, errors.New("a certificate where a plain key belongs")
+	}
+	return k, nil
+}
+
 func (r *krlReader) done() bool { return r.err != nil || len(r.b) == 0 }
 
 func (rv *Revocations) parseKRL(data []byte) error {
@@ -183,10 +196,15 @@ func (rv *Revocations) parseKRL(data []byte) error {
 		case krlExplicitKey:
 			for !sec.done() {
 				blob := sec.string()
-				if _, err := ssh.ParsePublicKey(blob); err != nil && sec.err == nil {
-					sec.fail("explicit key: %v", err)
+				if sec.err != nil {
+					break
 				}
-				rv.sha256[sha256.Sum256(blob)] = true
+				k, err := plainKey(blob)
+				if err != nil {
+					sec.fail("explicit key: %v", err)
+					break
+				}
+				rv.sha256[sha256.Sum256(k.Marshal())] = true
 			}
 		case krlFingerprintSHA1:
 			sec.hashes(sha1.Size, func(h []byte) { rv.sha1[[sha1.Size]byte(h)] = true })
@@ -230,12 +248,14 @@ func clip(b []byte) string {
 
 func (rv *Revocations) parseCertSection(r *krlReader) {
 	cr := certRevocation{serials: map[uint64]bool{}, ids: map[string]bool{}}
-	if ca := r.string(); len(ca) > 0 {
-		if _, err := ssh.ParsePublicKey(ca); err != nil {
+	// An empty CA key: the section applies to every CA.
+	if blob := r.string(); len(blob) > 0 {
+		k, err := plainKey(blob)
+		if err != nil {
 			r.fail("CA key: %v", err)
 			return
 		}
-		cr.ca = bytes.Clone(ca)
+		cr.ca = k.Marshal()
 	}
 	r.string() // reserved
 	for !r.done() {
