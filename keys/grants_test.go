@@ -1,7 +1,6 @@
 package keys
 
 import (
-	"crypto/dsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
@@ -87,20 +86,8 @@ func TestCASignatureAlgorithms(t *testing.T) {
 		}
 	}
 
-	var params dsa.Parameters
-	if err := dsa.GenerateParameters(&params, rand.Reader, dsa.L1024N160); err != nil {
-		t.Fatal(err)
-	}
-	dk := &dsa.PrivateKey{PublicKey: dsa.PublicKey{Parameters: params}}
-	if err := dsa.GenerateKey(dk, rand.Reader); err != nil {
-		t.Fatal(err)
-	}
-	dsaPub, err := ssh.NewPublicKey(&dk.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := mustParse(t, fmt.Sprintf("roles: { v: { logoff: [] } }\nadmins:\n  - { name: erin, role: v, keys: [%q] }\ntrusted_user_ca_keys: [%q]\n",
-		authorized(newSigner(t)), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(dsaPub)))))
+		authorized(newSigner(t)), dssKey))
 	if _, err := NewPolicy(c); err == nil || !strings.Contains(err.Error(), "ssh-dss") {
 		t.Errorf("an ssh-dss CA: %v", err)
 	}
