@@ -126,6 +126,7 @@ func run(log *slog.Logger, configPath string, check bool) error {
 		listen = net.JoinHostPort("127.0.0.1", port)
 		log.Warn("no admins are configured: trusting the running user's own keys as operators, on 127.0.0.1 only",
 			"keys_from", strings.Join(policy.DefaultKeyFiles, ", "), "keys", policy.KeyCount())
+		logSkipped(log, policy)
 		if policy.KeyCount() == 0 {
 			log.Warn("no keys found in ~/.ssh/authorized_keys or ~/.ssh/id_*.pub: nobody can log in; make one with ssh-keygen -t ed25519")
 		}
@@ -189,7 +190,7 @@ func run(log *slog.Logger, configPath string, check bool) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(log, auditLog, srv, configPath, cfg)
+				reload(log, auditLog, srv, configPath, cfg, l.Addr().String())
 				continue
 			}
 			log.Info("stopping", "signal", sig.String())
@@ -204,9 +205,13 @@ func run(log *slog.Logger, configPath string, check bool) error {
 
 // reload applies a changed config on SIGHUP. What cannot change while
 // running (listen address, host key, sources, audit file) is kept, with a
-// warning.
-func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config) {
+// warning. A config with no admins would turn the first-run default on:
+// refused unless the server listens (listening) on loopback.
+func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config, listening string) {
 	cfg, policy, err := load(path)
+	if err == nil && policy.Default {
+		err = keys.CheckDefaultListener(listening)
+	}
 	if err != nil {
 		log.Error("reload refused; the old configuration stays in force", "err", err.Error())
 		auditLog.Event("reload.refused", slog.String("err", err.Error()))
@@ -219,8 +224,18 @@ func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path stri
 			running.Listen, running.HostKey, running.Audit, running.Sessions.Sources, running.Name
 	}
 	srv.Reload(cfg, policy)
+	logSkipped(log, policy)
 	log.Info("configuration reloaded", "admins", len(policy.Admins), "keys", policy.KeyCount())
 	auditLog.Event("reload", slog.Int("admins", len(policy.Admins)))
+}
+
+// logSkipped says which of the running user's keys the first-run default
+// does not trust, and why.
+func logSkipped(log *slog.Logger, policy *keys.Policy) {
+	if n := len(policy.DefaultSkipped); n > 0 {
+		log.Warn(fmt.Sprintf("%d of the running user's keys are not trusted: an option tsadmin cannot honour, or not a key it accepts", n),
+			"skipped", strings.Join(policy.DefaultSkipped, "; "))
+	}
 }
 
 func auditPath(cfg *config.Config) string {

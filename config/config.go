@@ -25,16 +25,19 @@ type Config struct {
 	// relative to its directory.
 	Path string `yaml:"-"`
 
-	Name              string            `yaml:"name"`
-	Listen            string            `yaml:"listen"`
-	HostKey           string            `yaml:"host_key"`
-	Sessions          Sessions          `yaml:"sessions"`
-	Roles             map[string]Role   `yaml:"roles"`
-	Admins            []Admin           `yaml:"admins"`
-	TrustedUserCAKeys []Line            `yaml:"trusted_user_ca_keys"`
-	Limits            Limits            `yaml:"limits"`
-	Audit             Audit             `yaml:"audit"`
-	Servers           map[string]Server `yaml:"servers"`
+	Name              string          `yaml:"name"`
+	Listen            string          `yaml:"listen"`
+	HostKey           string          `yaml:"host_key"`
+	Sessions          Sessions        `yaml:"sessions"`
+	Roles             map[string]Role `yaml:"roles"`
+	Admins            []Admin         `yaml:"admins"`
+	TrustedUserCAKeys []Line          `yaml:"trusted_user_ca_keys"`
+	// RevokedKeys is a file of revoked keys, certificates and CAs (a key
+	// list or an OpenSSH KRL), relative to the config file.
+	RevokedKeys string            `yaml:"revoked_keys"`
+	Limits      Limits            `yaml:"limits"`
+	Audit       Audit             `yaml:"audit"`
+	Servers     map[string]Server `yaml:"servers"`
 }
 
 // Sessions is the sessions: block.

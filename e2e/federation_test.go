@@ -251,7 +251,9 @@ func TestOnlyPeersRelayAndNeverFurther(t *testing.T) {
 	k, admins := fedAdmins(t)
 	nodes := startFederation(t, []string{"A", "B", "C"}, admins, nil)
 	a, b := nodes["A"], nodes["B"]
-	req := map[string]any{"tsadmin_relay": 1, "admin": "alice", "fingerprint": "x", "via": "A", "line": "query user"}
+	// A relay names the key its admin used; B holds alice's key too.
+	fp := ssh.FingerprintSHA256(k.alice.Signer.PublicKey())
+	req := map[string]any{"tsadmin_relay": 1, "admin": "alice", "method": "key", "fingerprint": fp, "via": "A", "line": "query user"}
 
 	// The genuine peer A may relay.
 	if out, status := relayAs(t, b.Server, a.hostKey, req); status != 0 || !strings.Contains(out, "USERNAME") {
@@ -267,13 +269,13 @@ func TestOnlyPeersRelayAndNeverFurther(t *testing.T) {
 		t.Errorf("a stranger's relay got status %d", status)
 	}
 	// A peer that names another peer as the relay is refused.
-	spoof := map[string]any{"tsadmin_relay": 1, "admin": "alice", "fingerprint": "x", "via": "C", "line": "query user"}
+	spoof := map[string]any{"tsadmin_relay": 1, "admin": "alice", "method": "key", "fingerprint": fp, "via": "C", "line": "query user"}
 	if out, status := relayAs(t, b.Server, a.hostKey, spoof); status != 5 {
 		t.Errorf("A claiming to be C: %d %q", status, out)
 	}
 	// A relayed command may not be relayed again: B refuses to pass
 	// A's command on to C.
-	chain := map[string]any{"tsadmin_relay": 1, "admin": "alice", "fingerprint": "x", "via": "A", "line": "query user /server:C"}
+	chain := map[string]any{"tsadmin_relay": 1, "admin": "alice", "method": "key", "fingerprint": fp, "via": "A", "line": "query user /server:C"}
 	out, status := relayAs(t, b.Server, a.hostKey, chain)
 	if status != 7 || !strings.Contains(out, "cannot be relayed again") {
 		t.Errorf("a chained relay: %d %q", status, out)

@@ -39,8 +39,20 @@ type Request struct {
 	Relay       int    `json:"tsadmin_relay"` // always 1
 	Admin       string `json:"admin"`
 	Fingerprint string `json:"fingerprint"`
-	Via         string `json:"via"`
-	Line        string `json:"line"`
+	// Method, CA and Principal say how the admin authenticated on the
+	// relaying server ("key" or "cert"; for a certificate its CA's
+	// fingerprint and the principal that named the admin): the peer maps
+	// the admin only to a credential it holds itself.
+	Method    string `json:"method,omitempty"`
+	CA        string `json:"ca,omitempty"`
+	Principal string `json:"principal,omitempty"`
+	Via       string `json:"via"`
+	Line      string `json:"line"`
+}
+
+// Vouched is what the relaying server vouches for about its admin.
+func (r Request) Vouched() keys.Vouched {
+	return keys.Vouched{Admin: r.Admin, Method: r.Method, Fingerprint: r.Fingerprint, CA: r.CA, Principal: r.Principal}
 }
 
 // ParseRequest decodes a relayed command's exec payload.
@@ -226,6 +238,7 @@ func fromJSON(j shell.JSONSession, server string) shell.Row {
 func (r *Relay) run(ctx context.Context, name string, caller shell.Caller, line string, timeout time.Duration) (stdout, stderr []byte, status int, err error) {
 	req, _ := json.Marshal(Request{
 		Relay: 1, Admin: caller.Identity.Name, Fingerprint: caller.Identity.Fingerprint,
+		Method: caller.Identity.Method, CA: caller.Identity.CA, Principal: caller.Identity.Principal,
 		Via: r.o.Self, Line: line,
 	})
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/tsadmin-dev/tsadmin/keys"
 	"github.com/tsadmin-dev/tsadmin/shell"
@@ -41,7 +42,7 @@ func (r *Receiver) Serve(ctx context.Context, ch shell.Channel, peer, payload st
 			fmt.Fprintf(stderr, "tsadmin: %s\n", err.Msg)
 			return shell.Outcome{Status: shell.ExitStatus(err), Err: err}
 		}
-		id, err := r.Env.Policy().Relayed(req.Admin, req.Fingerprint)
+		id, err := r.Env.Policy().Relayed(req.Vouched(), time.Now())
 		if err != nil {
 			denied := &shell.DeniedError{Msg: fmt.Sprintf("access denied on %s: %s", r.Env.Server, err)}
 			fmt.Fprintf(stderr, "tsadmin: %s\n", denied.Msg)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,10 +34,13 @@ func checkKeyType(t string) error {
 var ErrUnknownKey = errors.New("the key belongs to no admin")
 
 // Authenticate maps a public key or certificate presented from addr to an
-// identity, enforcing key options and certificate rules. It has no side
-// effects: it is safe to call for keys that are only offered, and it must be
-// called again once the key has signed.
+// identity with its grants, enforcing key options, certificate rules and
+// revoked_keys. It has no side effects: it is safe to call for keys that
+// are only offered, and it must be called again once the key has signed.
 func (p *Policy) Authenticate(addr net.Addr, key ssh.PublicKey, now time.Time) (*Identity, error) {
+	if err := p.revoked.Check(key); err != nil {
+		return nil, err
+	}
 	if cert, ok := key.(*ssh.Certificate); ok {
 		return p.authenticateCert(addr, cert, now)
 	}
@@ -53,29 +57,90 @@ func (p *Policy) Authenticate(addr net.Addr, key ssh.PublicKey, now time.Time) (
 	return &Identity{
 		Name: e.admin, Role: p.Admins[e.admin], Method: "key",
 		Fingerprint: ssh.FingerprintSHA256(key),
+		Grants:      Grants{PTY: !e.opts.noPTY},
 	}, nil
 }
 
-// Relayed maps an identity relayed by a peer to this server's own admin of
-// that name: the peer vouches for who authenticated, this server decides
-// what they may do. An admin this server does not know is refused.
-func (p *Policy) Relayed(admin, fingerprint string) (*Identity, error) {
-	role, ok := p.Admins[admin]
-	if !ok {
-		return nil, fmt.Errorf("admin %q is not known on this server", admin)
-	}
-	return &Identity{Name: admin, Role: role, Fingerprint: fingerprint, Method: "relayed"}, nil
+// Vouched is what a relaying peer vouches for about the admin it relays:
+// who they are on the peer and how they authenticated there.
+type Vouched struct {
+	Admin       string
+	Method      string // "key" or "cert"
+	Fingerprint string // SHA256 fingerprint of the key the admin used
+	CA          string // for a certificate: the SHA256 fingerprint of its CA
+	Principal   string // for a certificate: the principal that named the admin
 }
 
-// NoPTY reports whether the key's options forbid a PTY (no-pty, restrict).
-func (p *Policy) NoPTY(key ssh.PublicKey) bool {
-	e := p.byKey[string(key.Marshal())]
-	return e != nil && e.opts.noPTY
+// Relayed maps an admin relayed by a peer to this server's own admin of
+// that name, and only when the credential the peer vouches for is one
+// this server would accept for that admin itself: the same key, or a
+// certificate from a CA trusted here whose principal names the admin. A
+// peer's host key vouches for how its admin authenticated there; it never
+// makes a name alone worth this server's admin of that name.
+func (p *Policy) Relayed(v Vouched, now time.Time) (*Identity, error) {
+	role, ok := p.Admins[v.Admin]
+	if !ok {
+		return nil, fmt.Errorf("admin %q is not known on this server", v.Admin)
+	}
+	id := &Identity{Name: v.Admin, Role: role, Fingerprint: v.Fingerprint, Method: "relayed"}
+	switch v.Method {
+	case "key":
+		e := p.byFingerprint[v.Fingerprint]
+		if e == nil || e.admin != v.Admin {
+			return nil, fmt.Errorf("the key %s is not admin %s's key on this server", v.Fingerprint, v.Admin)
+		}
+		if err := p.revoked.Check(e.key); err != nil {
+			return nil, err
+		}
+		if err := e.opts.checkExpiry(now); err != nil {
+			return nil, err
+		}
+		// from= names the addresses the admin may come from; a relayed
+		// admin comes through the peer, from an address this server
+		// cannot see.
+		if len(e.opts.from) > 0 {
+			return nil, fmt.Errorf("admin %s's key is limited by from= here, which a relayed command cannot meet", v.Admin)
+		}
+		return id, nil
+	case "cert":
+		ca := p.caByFingerprint(v.CA)
+		if ca == nil {
+			return nil, fmt.Errorf("the certificate's CA %s is not trusted on this server", v.CA)
+		}
+		if v.Principal != v.Admin {
+			return nil, fmt.Errorf("the certificate's principal %q does not name admin %s", v.Principal, v.Admin)
+		}
+		if err := p.revoked.Check(ca); err != nil {
+			return nil, fmt.Errorf("the certificate's CA: %w", err)
+		}
+		if err := p.revoked.CheckFingerprint(v.Fingerprint); err != nil {
+			return nil, err
+		}
+		id.CA, id.Principal = v.CA, v.Principal
+		return id, nil
+	}
+	return nil, fmt.Errorf("the relay did not say which key admin %s used", v.Admin)
+}
+
+// certGrants turns a certificate's extensions into grants, as a key's
+// options are: what is not granted is refused.
+func certGrants(cert *ssh.Certificate) Grants {
+	_, pty := cert.Extensions["permit-pty"]
+	return Grants{PTY: pty}
 }
 
 func (p *Policy) authenticateCert(addr net.Addr, cert *ssh.Certificate, now time.Time) (*Identity, error) {
 	if !p.trustedCA(cert.SignatureKey) {
 		return nil, errors.New("the certificate is not signed by a trusted user CA")
+	}
+	// The CA's signature is held to the rules of a user's: no ssh-rsa
+	// (SHA-1), no ssh-dss.
+	if cert.Signature == nil || !slices.Contains(UserSignatureAlgorithms, cert.Signature.Format) {
+		format := ""
+		if cert.Signature != nil {
+			format = cert.Signature.Format
+		}
+		return nil, fmt.Errorf("the certificate is signed with %q, which is not accepted (no ssh-rsa SHA-1, no ssh-dss)", format)
 	}
 	if cert.CertType != ssh.UserCert {
 		return nil, errors.New("not a user certificate")
@@ -110,6 +175,8 @@ func (p *Policy) authenticateCert(addr net.Addr, cert *ssh.Certificate, now time
 	return &Identity{
 		Name: admin, Role: p.Admins[admin], Method: "cert",
 		Fingerprint: ssh.FingerprintSHA256(cert.Key),
+		CA:          ssh.FingerprintSHA256(cert.SignatureKey), Principal: admin,
+		Grants: certGrants(cert),
 	}, nil
 }
 
@@ -121,6 +188,16 @@ func (p *Policy) trustedCA(k ssh.PublicKey) bool {
 		}
 	}
 	return false
+}
+
+// caByFingerprint returns the trusted CA with that SHA256 fingerprint.
+func (p *Policy) caByFingerprint(fp string) ssh.PublicKey {
+	for _, ca := range p.cas {
+		if ssh.FingerprintSHA256(ca) == fp {
+			return ca
+		}
+	}
+	return nil
 }
 
 // matchCIDRs matches addr against a certificate's source-address list:

@@ -8,6 +8,7 @@ package keys
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,9 +25,25 @@ type Identity struct {
 	Role        string // the admin's role
 	Fingerprint string // SHA256 fingerprint of the key that authenticated
 	Method      string // "key", "cert", "peer", or "relayed"
+	// CA is the SHA256 fingerprint of the CA that signed the certificate,
+	// and Principal the certificate's principal that names the admin;
+	// both empty for a plain key.
+	CA, Principal string
+	// Grants is what the connection may do beyond running commands,
+	// decided once at authentication.
+	Grants Grants
 	// Peer is set, instead of Name, when the connection is a peer server
 	// authenticating with its host key to relay commands.
 	Peer string
+}
+
+// Grants are the permissions an identity carries from authentication on,
+// decided once, the same way for a key's options and a certificate's
+// extensions, as OpenSSH's sshauthopt: never looked up again.
+type Grants struct {
+	// PTY: a plain key unless no-pty or restrict (without pty); a
+	// certificate only with the permit-pty extension; never a peer.
+	PTY bool
 }
 
 // Policy is the compiled config: identities by key, roles, trusted CAs. It
@@ -45,10 +62,17 @@ type Policy struct {
 	Default bool
 	// DefaultKeyFiles are the files the default keys were read from.
 	DefaultKeyFiles []string
+	// DefaultSkipped are the keys of those files that the default does
+	// not trust, each "FILE: line N: reason" (command=, a bad option, ...).
+	DefaultSkipped []string
+
+	byFingerprint map[string]*keyEntry // SHA256 fingerprint -> entry, for relayed admins
+	revoked       *Revocations         // revoked_keys; nil when not configured
 }
 
 type keyEntry struct {
 	admin string
+	key   ssh.PublicKey
 	opts  keyOptions
 }
 
@@ -66,6 +90,17 @@ func NewPolicy(c *config.Config) (*Policy, error) {
 		noMatch: make(map[string]string),
 		Admins:  make(map[string]string),
 		peers:   make(map[string]string),
+
+		byFingerprint: make(map[string]*keyEntry),
+	}
+	if c.RevokedKeys != "" {
+		data, err := c.ReadFile(c.RevokedKeys)
+		if err == nil {
+			p.revoked, err = ParseRevocations(data)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: revoked_keys: %s: %v", c.Path, c.Resolve(c.RevokedKeys), err)
+		}
 	}
 	for name, r := range c.Roles {
 		p.roles[name] = []selector{}
@@ -103,6 +138,9 @@ func NewPolicy(c *config.Config) (*Policy, error) {
 		if _, isCert := k.(*ssh.Certificate); isCert {
 			return nil, fmt.Errorf("%s: line %d: trusted_user_ca_keys: a CA must be a plain public key, not a certificate", c.Path, ca.Line)
 		}
+		if err := checkKeyType(k.Type()); err != nil {
+			return nil, fmt.Errorf("%s: line %d: trusted_user_ca_keys: %v", c.Path, ca.Line, err)
+		}
 		p.cas = append(p.cas, k)
 	}
 	for name, srv := range c.Servers {
@@ -128,7 +166,9 @@ func (p *Policy) addKey(e parsedKey, admin string) error {
 	if other, dup := p.byKey[k]; dup && other.admin != admin {
 		return fmt.Errorf("key %s already belongs to admin %s", ssh.FingerprintSHA256(e.key), other.admin)
 	}
-	p.byKey[k] = &keyEntry{admin: admin, opts: e.opts}
+	entry := &keyEntry{admin: admin, key: e.key, opts: e.opts}
+	p.byKey[k] = entry
+	p.byFingerprint[ssh.FingerprintSHA256(e.key)] = entry
 	return nil
 }
 
@@ -154,7 +194,11 @@ func (p *Policy) addKeysFile(c *config.Config, name, admin string) error {
 	return nil
 }
 
-// addRunningUsersKeys is the first-run default.
+// addRunningUsersKeys is the first-run default. Its keys go through the
+// same parsing as configured keys, so their options hold (from=,
+// expiry-time, no-pty, restrict); a key with an option tsadmin cannot
+// honour (command=, permitopen=, ...) is not trusted, and is reported in
+// DefaultSkipped.
 func (p *Policy) addRunningUsersKeys() error {
 	p.Default = true
 	home, err := os.UserHomeDir()
@@ -175,21 +219,19 @@ func (p *Policy) addRunningUsersKeys() error {
 			continue
 		}
 		added := false
-		for _, line := range strings.Split(string(data), "\n") {
+		for i, line := range strings.Split(string(data), "\n") {
 			line = strings.TrimSpace(line)
 			if line == "" || line[0] == '#' {
 				continue
 			}
-			// Options in the user's own authorized_keys are OpenSSH's
-			// business; take the key alone, and skip what does not parse.
-			k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+			entry, err := parseKeyLine(line)
+			if err == nil {
+				err = p.addKey(entry, admin)
+			}
 			if err != nil {
+				p.DefaultSkipped = append(p.DefaultSkipped, fmt.Sprintf("%s: line %d: %v", f, i+1, err))
 				continue
 			}
-			if _, isCert := k.(*ssh.Certificate); isCert {
-				continue
-			}
-			p.byKey[string(k.Marshal())] = &keyEntry{admin: admin}
 			added = true
 		}
 		if added {
@@ -197,6 +239,21 @@ func (p *Policy) addRunningUsersKeys() error {
 		}
 	}
 	return nil
+}
+
+// CheckDefaultListener refuses the first-run default (no admins: the
+// running user's keys are operators) on a listener that is not on
+// loopback. A reload that would turn the default on is checked against the
+// address the server really listens on.
+func CheckDefaultListener(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("no admins are configured, and the first-run default (the running user's keys as operators) is only for a listener on loopback, not %s", addr)
 }
 
 // parsePeerKey reads a peer's pinned host key: "ssh-ed25519 AAAA...".
@@ -213,12 +270,6 @@ func parsePeerKey(line string) (ssh.PublicKey, error) {
 
 // PeerKey returns the pinned host key of a configured peer.
 func PeerKey(line string) (ssh.PublicKey, error) { return parsePeerKey(line) }
-
-// RoleOf returns the role of the admin, and whether the admin exists.
-func (p *Policy) RoleOf(admin string) (string, bool) {
-	r, ok := p.Admins[admin]
-	return r, ok
-}
 
 // KeyCount is the number of distinct keys trusted.
 func (p *Policy) KeyCount() int { return len(p.byKey) }

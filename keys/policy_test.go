@@ -33,16 +33,15 @@ func authorized(s ssh.Signer) string {
 
 func policy(t testing.TB, yaml string) *Policy {
 	t.Helper()
-	c, err := config.Parse([]byte(yaml), filepath.Join(t.TempDir(), "config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := NewPolicy(c)
+	p, err := NewPolicy(mustParse(t, yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
+
+// dssKey is an ssh-dss public key, which tsadmin refuses everywhere.
+const dssKey = "ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZpRV1AIlH7WT2NWPq/xfW6MPbLm1Vs14E7gB00b/JmYLdrmVClpJ+f6AR7ECLCT7up1/63xhv4O1fnxqimFQ8E+4P208UewwI1VBNaFpEy9nXzrith1yrv8iIDGZ3RSAHHAAAAFQCXYFCPFSMLzLKSuYKi64QL8Fgc9QAAAIEA9+GghdabPd7LvKtcNrhXuXmUr7v6OuqC+VdMCz0HgmdRWVeOutRZT+ZxBxCBgLRJFnEj6EwoFhO3zwkyjMim4TwWeotUfI0o4KOuHiuzpnWRbqN/C/ohNWLx+2J6ASQ7zKTxvqhRkImog9/hWuWfBpKLZl6Ae1UlZAFMO/7PSSoAAACBAPU6hqJdU/V6d7kaMnJAnwPu+1yDcmj9hZrWeEJGMQ7KYmWJsnq8R0kzD8EIfoXsDpyfgaOKHm2SKhxn9ZzsVjsbNnqCAJmLJoFpQ4lW0zDmQ2k0BJ0m3RKuZRPrFvUrpBKlP0/shgsHaazRGQdjc4cc+z7IUmRIaHOEpTlVprIU"
 
 var addr = &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 5000}
 
@@ -113,7 +112,7 @@ func TestKeyOptions(t *testing.T) {
 		{`cert-authority ` + k, "", false, false},
 		{`from=127.0.0.1 ` + k, "", false, false},
 		{`expiry-time="tomorrow" ` + k, "", false, false},
-		{"ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZpRV1AIlH7WT2NWPq/xfW6MPbLm1Vs14E7gB00b/JmYLdrmVClpJ+f6AR7ECLCT7up1/63xhv4O1fnxqimFQ8E+4P208UewwI1VBNaFpEy9nXzrith1yrv8iIDGZ3RSAHHAAAAFQCXYFCPFSMLzLKSuYKi64QL8Fgc9QAAAIEA9+GghdabPd7LvKtcNrhXuXmUr7v6OuqC+VdMCz0HgmdRWVeOutRZT+ZxBxCBgLRJFnEj6EwoFhO3zwkyjMim4TwWeotUfI0o4KOuHiuzpnWRbqN/C/ohNWLx+2J6ASQ7zKTxvqhRkImog9/hWuWfBpKLZl6Ae1UlZAFMO/7PSSoAAACBAPU6hqJdU/V6d7kaMnJAnwPu+1yDcmj9hZrWeEJGMQ7KYmWJsnq8R0kzD8EIfoXsDpyfgaOKHm2SKhxn9ZzsVjsbNnqCAJmLJoFpQ4lW0zDmQ2k0BJ0m3RKuZRPrFvUrpBKlP0/shgsHaazRGQdjc4cc+z7IUmRIaHOEpTlVprIU x", "", false, false},
+		{dssKey + " x", "", false, false},
 	}
 	for _, c := range cases {
 		pk, err := parseKeyLine(c.line)

@@ -143,7 +143,7 @@ func (c *channel) ptyReq(payload []byte) bool {
 	if err := gossh.Unmarshal(payload, &p); err != nil {
 		return false
 	}
-	if c.srv.policy.Load().NoPTY(c.v.key) {
+	if !c.v.id.Grants.PTY {
 		return false
 	}
 	c.mu.Lock()
