@@ -219,7 +219,7 @@ func TestRelayedAdminNeedsTheKeyHeldHere(t *testing.T) {
 		t.Fatal("the target on B was logged off by a carol who is not B's carol")
 	}
 	if !hasAudit(b.Audit(), func(m map[string]any) bool {
-		return m["msg"] == "relayed" && m["admin"] == "carol" && m["status"] == float64(5) && strings.Contains(fmt.Sprint(m["reason"]), "not admin carol's key")
+		return m["msg"] == "command" && m["via"] == "A" && m["admin"] == "carol" && m["status"] == float64(5) && strings.Contains(fmt.Sprint(m["reason"]), "not admin carol's key")
 	}) {
 		t.Errorf("B did not audit the refusal: %v", b.Audit())
 	}

@@ -23,4 +23,11 @@ var (
 		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256,
 		ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSASHA512,
 	}
+	// UserKeyTypes are the key types of UserSignatureAlgorithms: an RSA
+	// key is of type ssh-rsa whichever hash signs with it.
+	UserKeyTypes = []string{
+		ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519,
+		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256,
+		ssh.KeyAlgoRSA,
+	}
 )

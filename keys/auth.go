@@ -12,17 +12,8 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// User key algorithms accepted for authentication: no ssh-rsa (SHA-1), no
-// ssh-dss. Certificates are accepted when their signature key is one of
-// these.
-var userKeyTypes = []string{
-	ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519,
-	ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256,
-	ssh.KeyAlgoRSA,
-}
-
 func checkKeyType(t string) error {
-	for _, ok := range userKeyTypes {
+	for _, ok := range UserKeyTypes {
 		if t == ok {
 			return nil
 		}
@@ -168,7 +159,7 @@ func (p *Policy) authenticateCert(addr net.Addr, cert *ssh.Certificate, now time
 		return nil, err
 	}
 	if sa, ok := cert.CriticalOptions["source-address"]; ok {
-		if !matchCIDRs(sa, addr) {
+		if !matchSourceAddress(sa, addr) {
 			return nil, fmt.Errorf("the certificate is not allowed from %s (source-address)", addr)
 		}
 	}
@@ -200,28 +191,18 @@ func (p *Policy) caByFingerprint(fp string) ssh.PublicKey {
 	return nil
 }
 
-// matchCIDRs matches addr against a certificate's source-address list:
-// comma-separated addresses or CIDR blocks. An empty list matches nothing.
-func matchCIDRs(list string, addr net.Addr) bool {
-	host := addr.String()
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	ip := net.ParseIP(host)
-	if ip == nil {
-		return false
-	}
+// matchSourceAddress matches addr against a certificate's source-address
+// list: comma-separated addresses or CIDR blocks, nothing else (no
+// negation, no patterns, as OpenSSH reads it). An empty or malformed list
+// matches nothing.
+func matchSourceAddress(list string, addr net.Addr) bool {
+	var patterns []string
 	for _, s := range strings.Split(list, ",") {
 		s = strings.TrimSpace(s)
-		if !strings.Contains(s, "/") {
-			if a := net.ParseIP(s); a != nil && a.Equal(ip) {
-				return true
-			}
-			continue
+		if _, _, err := net.ParseCIDR(s); err != nil && net.ParseIP(s) == nil {
+			return false
 		}
-		if _, n, err := net.ParseCIDR(s); err == nil && n.Contains(ip) {
-			return true
-		}
+		patterns = append(patterns, s)
 	}
-	return false
+	return matchAddress(patterns, addr)
 }

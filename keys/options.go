@@ -130,10 +130,12 @@ func checkAddrPattern(pat string) error {
 	return nil
 }
 
-// matchFrom reports whether the client address matches a from= list:
-// at least one positive match and no negated one. Only addresses are
-// compared; tsadmin does no reverse DNS, so host name patterns never match.
-func matchFrom(patterns []string, addr net.Addr) bool {
+// matchAddress is the one address matcher, for from= lists and for a
+// certificate's source-address: the client address matches when at least
+// one pattern (an address, a CIDR block or a glob) matches and no negated
+// one (!pattern) does. Only addresses are compared; tsadmin does no
+// reverse DNS, so host name patterns never match.
+func matchAddress(patterns []string, addr net.Addr) bool {
 	host := addr.String()
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -165,7 +167,7 @@ func (o keyOptions) check(addr net.Addr, now time.Time) error {
 	if err := o.checkExpiry(now); err != nil {
 		return err
 	}
-	if len(o.from) > 0 && !matchFrom(o.from, addr) {
+	if len(o.from) > 0 && !matchAddress(o.from, addr) {
 		return fmt.Errorf("the key is not allowed from %s (from=)", addr)
 	}
 	return nil

@@ -157,10 +157,11 @@ func (s *Server) Reload(c *config.Config, p *keys.Policy) {
 		case err != nil:
 			s.audit.Event("reload.revoked", slog.String("admin", old.Name), slog.String("fingerprint", old.Fingerprint), slog.String("reason", err.Error()))
 			go c.kick(fmt.Sprintf("tsadmin: access for %s was revoked by a configuration reload", old.Name))
-		case id.Name != old.Name || id.Peer != old.Peer:
-			// The key now belongs to another admin (or peer): the live
-			// connection must not go on as the old one, nor silently
-			// become the new one. It ends; the client logs in again.
+		case id.Name != old.Name || id.Peer != old.Peer || id.Grants != old.Grants:
+			// The key now belongs to another admin (or peer), or grants
+			// something else: the live connection must not go on as the
+			// old one, nor silently become the new one. It ends; the
+			// client logs in again.
 			s.audit.Event("reload.rebound", slog.String("admin", old.Name), slog.String("now", id.Name+id.Peer), slog.String("fingerprint", old.Fingerprint))
 			go c.kick("tsadmin: this key now belongs to another identity (configuration reload); log in again")
 		}
