@@ -113,7 +113,7 @@ func main() {
 	}
 	tb, to := results[ts.name].rate()/results[bare.name].rate(), results[ts.name].rate()/results[openssh.name].rate()
 	fmt.Printf("\ntsadmin/bare conn/s: %.2fx (target >= 0.9x: %s)\n", tb, verdict(tb >= 0.9))
-	fmt.Printf("github.com/tsadmin-dev/tsadmin/OpenSSH conn/s: %.1fx (target >= 10x: %s)\n", to, verdict(to >= 10))
+	fmt.Printf("tsadmin/OpenSSH conn/s: %.1fx (target >= 10x: %s)\n", to, verdict(to >= 10))
 
 	step(fmt.Sprintf("memory: %d idle interactive sessions held", *idle))
 	perTs, queryTook := idleMemory(ts, signer, *idle, true)
