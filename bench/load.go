@@ -1,0 +1,128 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// result is what the load generator measured on one server, summed over
+// the rounds.
+type result struct {
+	mu    sync.Mutex
+	lat   []time.Duration
+	total time.Duration
+	conns int
+	fails int
+	cpu   time.Duration
+}
+
+func (r *result) rate() float64 {
+	if r.total == 0 {
+		return 0
+	}
+	return float64(r.conns) / r.total.Seconds()
+}
+
+func (r *result) pct(p int) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.lat)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)].Round(10 * time.Microsecond)
+}
+
+func (r *result) cpuPerConn() time.Duration {
+	if r.conns == 0 {
+		return 0
+	}
+	return (r.cpu / time.Duration(r.conns)).Round(time.Microsecond)
+}
+
+// measureLoad runs the rounds, each server once a round.
+func (b *bench) measureLoad() {
+	servers := b.servers()
+	for r := range b.opt.rounds {
+		// Rotate the order so that machine noise hits all alike.
+		for i := range servers {
+			s := servers[(i+r)%len(servers)]
+			load(s, clientConfig(s, b.signer), b.opt.count, b.opt.concurrency)
+		}
+	}
+}
+
+// load runs n connections to s, c at a time, each running query session
+// once, and adds what it measured to s.load.
+func load(s *server, cfg *ssh.ClientConfig, n, c int) {
+	jobs := make(chan struct{})
+	var wg sync.WaitGroup
+	var fails atomic.Int64
+	lat := make([]time.Duration, 0, n)
+	var latMu sync.Mutex
+	cpu0 := cpuTime(s.cmd.Process.Pid)
+	start := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				t0 := time.Now()
+				if err := oneCommand(s.addr, cfg, "query session"); err != nil {
+					fails.Add(1)
+					continue
+				}
+				d := time.Since(t0)
+				latMu.Lock()
+				lat = append(lat, d)
+				latMu.Unlock()
+			}
+		}()
+	}
+	for range n {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	wg.Wait()
+	took := time.Since(start)
+	cpu := cpuTime(s.cmd.Process.Pid) - cpu0
+	res := &s.load
+	res.mu.Lock()
+	res.lat = append(res.lat, lat...)
+	res.total += took
+	res.conns += len(lat)
+	res.fails += int(fails.Load())
+	res.cpu += cpu
+	res.mu.Unlock()
+}
+
+func clientConfig(s *server, signer ssh.Signer) *ssh.ClientConfig {
+	return &ssh.ClientConfig{
+		User: s.user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 30 * time.Second,
+	}
+}
+
+// oneCommand opens a connection, runs cmd in one session, and fails if
+// it printed nothing.
+func oneCommand(addr string, cfg *ssh.ClientConfig, cmd string) error {
+	c, err := ssh.Dial("tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	out, err := sess.Output(cmd)
+	if err == nil && len(out) == 0 {
+		err = fmt.Errorf("no output")
+	}
+	return err
+}
