@@ -7,6 +7,8 @@ import (
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tsadmin-dev/tsadmin/audit"
 )
 
 // connState is what the server keeps about one TCP connection.
@@ -27,6 +29,10 @@ type connState struct {
 	live     map[*channel]struct{} // running shells and commands
 	closed   bool
 	done     chan struct{} // closed when the connection closes
+
+	// refusals sums up the connection's refused authentication
+	// attempts; they are audited as one record when it closes.
+	refusals audit.Refusals
 }
 
 type connKey struct{}
@@ -180,6 +186,7 @@ func (c *connState) closedConn() {
 	c.srv.mu.Lock()
 	delete(c.srv.conns, c)
 	c.srv.mu.Unlock()
+	c.srv.audit.Refused(c.remote.String(), &c.refusals)
 }
 
 func (c *connState) identity() *verified {

@@ -98,7 +98,9 @@ func New(o Options) *Server {
 			return false
 		},
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
-			s.log.Debug("connection failed", "addr", conn.RemoteAddr().String(), "err", err)
+			// The error can quote what the client sent (its algorithm
+			// lists run to the packet size): bound it.
+			s.log.Debug("connection failed", "addr", conn.RemoteAddr().String(), "err", audit.Clip(err.Error(), 200))
 		},
 	}
 	return s
