@@ -44,6 +44,7 @@ type Server struct {
 	conns     map[*connState]struct{}
 	startups  int            // connections not yet past their first session
 	perSource map[string]int // the same, by source address
+	drops     dropCounter    // pending connections dropped at the caps
 	closing   bool
 }
 
