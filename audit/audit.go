@@ -99,8 +99,8 @@ func (l *Log) Accepted(addr, login, method, fingerprint, admin, reason string) {
 }
 
 // Refused records the refused authentication attempts of one connection,
-// summed up by r, as one record of bounded size. It writes nothing if the
-// connection made no attempt.
+// summed up by r, as one record of bounded size, and empties r. It writes
+// nothing if there was no attempt since the last record.
 func (l *Log) Refused(addr string, r *Refusals) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -111,6 +111,7 @@ func (l *Log) Refused(addr string, r *Refusals) {
 		slog.String("addr", addr), slog.String("login", r.login), slog.Int("login_len", r.loginLen),
 		slog.Int("attempts", r.attempts), slog.Any("methods", r.methods),
 		slog.Any("fingerprints", r.fingerprints), slog.String("reason", r.reason))
+	r.attempts, r.methods, r.fingerprints, r.login, r.loginLen, r.reason = 0, nil, nil, "", 0, ""
 }
 
 // Command records a command line run by an admin, with its exit status

@@ -51,6 +51,7 @@ func TestRefusedRecordIsBounded(t *testing.T) {
 		r.Key("SHA256:"+strings.Repeat(string(rune('A'+i%26)), 43), huge)
 	}
 	l.Refused("[2001:db8::1]:65535", &r)
+	l.Refused("[2001:db8::1]:65535", &r) // already recorded: nothing more
 	l.Close()
 	data, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")

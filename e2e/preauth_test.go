@@ -143,6 +143,9 @@ func TestRefusedLoginsCannotFillTheAuditLog(t *testing.T) {
 	if !bob.Exited(10 * time.Second) {
 		t.Error("bob's client is still connected after the logoff")
 	}
+	if n := len(refusedRecords()); n != conns {
+		t.Errorf("%d auth.refused records after the admins' own logins, want still %d", n, conns)
+	}
 	accepted := 0
 	all, bad := readAudit(t, auditPath)
 	if bad > 0 {
@@ -158,6 +161,19 @@ func TestRefusedLoginsCannotFillTheAuditLog(t *testing.T) {
 	}
 	if accepted != 2 { // List, then logoff
 		t.Errorf("want 2 accepted-auth records for alice, got %d", accepted)
+	}
+
+	// An admin whose client offers a wrong key first: the refusal is
+	// recorded when she gets in, not when her connection ends.
+	c, err := ssh.Dial("tcp", f.Addr, &ssh.ClientConfig{User: "alice",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signers[0], f.alice.Signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n := len(refusedRecords()); n != conns+1 {
+		t.Errorf("with the admin still connected, %d auth.refused records; want %d", n, conns+1)
 	}
 }
 

@@ -22,8 +22,9 @@ type verified struct {
 // offer answers "would this key be accepted?" for every key a client
 // offers. It decides nothing lasting: an offered key may never sign. A
 // refused key is noted in the connection's refusals, written as one
-// bounded record when the connection ends (limits.go), never one record
-// per attempt: a client chooses how many attempts and how long a name.
+// bounded record when the connection authenticates or ends (limits.go),
+// never one record per attempt: a client chooses how many attempts and
+// how long a name.
 func (s *Server) offer(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	_, err := s.policy.Load().Authenticate(ctx.RemoteAddr(), key, time.Now())
 	if err != nil {
@@ -63,6 +64,9 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 				refusalsOf(ctx).Key(gossh.FingerprintSHA256(key), err.Error())
 				return nil, err
 			}
+			// The attempts refused before this one are recorded now,
+			// not when the admin's connection ends, hours later.
+			s.audit.Refused(meta.RemoteAddr().String(), refusalsOf(ctx))
 			s.audit.Accepted(meta.RemoteAddr().String(), meta.User(), "publickey", id.Fingerprint, id.Name, id.Method)
 			return &gossh.Permissions{ExtraData: map[any]any{permissionsKey{}: &verified{id: *id, key: key}}}, nil
 		},
