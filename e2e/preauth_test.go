@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -193,4 +194,39 @@ func readAudit(t *testing.T, path string) (recs []map[string]any, bad int) {
 		recs = append(recs, m)
 	}
 	return recs, bad
+}
+
+// Connections closed at the login grace cost the server's log one line
+// per ten seconds, not one line each: twenty silent connections, each
+// closed within a 1s grace, make one line.
+func TestLoginGraceClosesAreLoggedInBatches(t *testing.T) {
+	f := newFleet(t, "limits: { login_grace: 1s }\n")
+	var conns []net.Conn
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", f.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	buf := make([]byte, 512)
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, err := c.Read(buf); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatal("a silent connection outlived a 1s login grace by 9s")
+				}
+				break
+			}
+		}
+	}
+	// The server logs after it closes: let its lines arrive.
+	lines := func() int { return strings.Count(f.Log(), "login grace time over") }
+	waitUntil(3*time.Second, func() bool { return lines() >= 1 })
+	time.Sleep(500 * time.Millisecond)
+	if n := lines(); n != 1 {
+		t.Errorf("%d log lines for 20 connections closed at the login grace; want 1:\n%s", n, f.Log())
+	}
 }

@@ -88,8 +88,14 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 			"dropped", report.n, "since", report.since.Format(time.RFC3339), "last_addr", victim.remote.String())
 	}
 	c.grace = time.AfterFunc(cfg.Limits.LoginGrace.Duration, func() {
-		s.log.Info("login grace time over; closing", "addr", c.remote.String())
 		conn.Close()
+		s.mu.Lock()
+		report := s.graceCloses.count(true, time.Now())
+		s.mu.Unlock()
+		if report != nil {
+			s.log.Info("login grace time over; closed connections that had not authenticated",
+				"closed", report.n, "since", report.since.Format(time.RFC3339), "last_addr", c.remote.String())
+		}
 	})
 	ctx.SetValue(connKey{}, c)
 	return &trackedConn{Conn: conn, state: c}
@@ -138,35 +144,37 @@ func (s *Server) dropOldestPendingLocked(source string) *connState {
 	return oldest
 }
 
-// dropReport is what one line about dropped connections says.
-type dropReport struct {
+// batchReport is what one batched log line says: how many since when.
+type batchReport struct {
 	n     int
 	since time.Time
 }
 
-// dropCounter counts dropped connections between the lines that report
-// them, at most one line per dropLogInterval.
-type dropCounter struct {
+// batchedLine counts events (dropped connections, login grace timeouts)
+// between the log lines that report them, at most one line per
+// batchInterval, so that what a flood causes costs the log a line per
+// interval, not a line per connection.
+type batchedLine struct {
 	n        int
 	since    time.Time
 	reported time.Time
 }
 
-const dropLogInterval = 10 * time.Second
+const batchInterval = 10 * time.Second
 
-// count notes a drop (if dropped) and returns a report when one is due.
-func (d *dropCounter) count(dropped bool, now time.Time) *dropReport {
-	if !dropped {
+// count notes an event (if happened) and returns a report when one is due.
+func (d *batchedLine) count(happened bool, now time.Time) *batchReport {
+	if !happened {
 		return nil
 	}
 	if d.n == 0 {
 		d.since = now
 	}
 	d.n++
-	if now.Sub(d.reported) < dropLogInterval {
+	if now.Sub(d.reported) < batchInterval {
 		return nil
 	}
-	r := &dropReport{n: d.n, since: d.since}
+	r := &batchReport{n: d.n, since: d.since}
 	d.n, d.reported = 0, now
 	return r
 }

@@ -40,12 +40,13 @@ type Server struct {
 	cfg    atomic.Pointer[config.Config]
 	policy atomic.Pointer[keys.Policy]
 
-	mu        sync.Mutex
-	conns     map[*connState]struct{}
-	startups  int            // connections not yet past their first session
-	perSource map[string]int // the same, by source address
-	drops     dropCounter    // pending connections dropped at the caps
-	closing   bool
+	mu          sync.Mutex
+	conns       map[*connState]struct{}
+	startups    int            // connections not yet past their first session
+	perSource   map[string]int // the same, by source address
+	drops       batchedLine    // pending connections dropped at the caps
+	graceCloses batchedLine    // connections closed at the login grace
+	closing     bool
 }
 
 // Options are what New needs beyond the config.
