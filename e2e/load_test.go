@@ -56,12 +56,15 @@ func dialFrom(src, addr string) (net.Conn, error) {
 // tsadmin once did, drops the slow admin; dropping the oldest of the
 // busiest source does not.
 func TestHalfOpenFloodDoesNotLockOutAnAdmin(t *testing.T) {
-	f := newFleet(t, "")
+	// A long login grace: on a loaded machine the slow admin's handshake
+	// can take over 20s, and only the caps' rule is under test here.
+	f := newFleet(t, "limits: { login_grace: 90s }\n")
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var opened, dropped atomic.Int64
 	// Bounded even if the admin's side hangs.
-	deadline := time.Now().Add(60 * time.Second)
+	floodStart := time.Now()
+	deadline := floodStart.Add(120 * time.Second)
 	for i := 0; i < 300; i++ {
 		src := fmt.Sprintf("127.0.0.%d", 2+i%30)
 		wg.Add(1)
@@ -101,6 +104,10 @@ func TestHalfOpenFloodDoesNotLockOutAnAdmin(t *testing.T) {
 				}
 				c.Close()
 				dropped.Add(1)
+				// Reopen at once, but not in a spin: the flood needs
+				// only to outpace a slow handshake, not to eat the
+				// machine that other tests share.
+				time.Sleep(20 * time.Millisecond)
 			}
 		}()
 	}
@@ -135,8 +142,9 @@ func TestHalfOpenFloodDoesNotLockOutAnAdmin(t *testing.T) {
 	}
 	// The server's log says so in one line per ten seconds, not one line
 	// per dropped connection.
-	if n := strings.Count(f.Log(), "too many connections in handshake"); n > 3 {
-		t.Errorf("%d log lines about dropped connections in a flood of seconds", n)
+	took := time.Since(floodStart)
+	if n := strings.Count(f.Log(), "too many connections in handshake"); n > 2+int(took/(10*time.Second)) {
+		t.Errorf("%d log lines about dropped connections in a flood of %s", n, took.Round(time.Second))
 	}
 	fmt.Printf("MEASURE flood: %d half-open connections opened, %d dropped by the server; admin query session (ssh client, whole run) median %s, max %s; slow admin (300 ms per write) %s\n",
 		opened.Load(), dropped.Load(), median(times), times[len(times)-1], slowTook.Round(time.Millisecond))
@@ -161,7 +169,7 @@ func slowQuery(addr string, signer ssh.Signer, delay time.Duration) (string, err
 		return "", err
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(40 * time.Second))
+	conn.SetDeadline(time.Now().Add(90 * time.Second))
 	cfg := &ssh.ClientConfig{User: "admin", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey()}
 	sc, chans, reqs, err := ssh.NewClientConn(slowConn{Conn: conn, delay: delay}, addr, cfg)
