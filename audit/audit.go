@@ -88,12 +88,30 @@ func (l *Log) write(event string, sync bool, attrs ...slog.Attr) error {
 	return err
 }
 
-// Auth records an authentication attempt.
-func (l *Log) Auth(addr, login, method, fingerprint, admin string, accepted bool, reason string) {
+// Accepted records an accepted authentication: one record each, with the
+// key's fingerprint and the client's address. The login name is the
+// client's to choose, so it is bounded as in a refusal.
+func (l *Log) Accepted(addr, login, method, fingerprint, admin, reason string) {
 	l.write("auth", false,
-		slog.String("addr", addr), slog.String("login", login), slog.String("method", method),
-		slog.String("fingerprint", fingerprint), slog.String("admin", admin),
-		slog.Bool("accepted", accepted), slog.String("reason", reason))
+		slog.String("addr", addr), slog.String("login", Clip(login, MaxLogin)), slog.Int("login_len", len(login)),
+		slog.String("method", method), slog.String("fingerprint", fingerprint), slog.String("admin", admin),
+		slog.Bool("accepted", true), slog.String("reason", reason))
+}
+
+// Refused records the refused authentication attempts of one connection,
+// summed up by r, as one record of bounded size, and empties r. It writes
+// nothing if there was no attempt since the last record.
+func (l *Log) Refused(addr string, r *Refusals) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.attempts == 0 {
+		return
+	}
+	l.write("auth.refused", false,
+		slog.String("addr", addr), slog.String("login", r.login), slog.Int("login_len", r.loginLen),
+		slog.Int("attempts", r.attempts), slog.Any("methods", r.methods),
+		slog.Any("fingerprints", r.fingerprints), slog.String("reason", r.reason))
+	r.attempts, r.methods, r.fingerprints, r.login, r.loginLen, r.reason = 0, nil, nil, "", 0, ""
 }
 
 // Command is what a command record says.

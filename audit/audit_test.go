@@ -15,7 +15,7 @@ func TestRecordsAreJSONLinesWithTheirFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Auth("127.0.0.1:5", "root\x1b[2J", "publickey", "SHA256:x", "alice", true, "key")
+	l.Accepted("127.0.0.1:5", "root\x1b[2J", "publickey", "SHA256:x", "alice", "key")
 	l.Command(Command{Admin: "alice", Session: "4", Server: "WF12", Words: []string{"logoff", "12"}})
 	rec := Logoff{Admin: "alice", Server: "WF12", SessionID: 12, SessionName: "pts/3", SessionUser: "bob", SessionSource: "host", Rule: "role operator: *"}
 	if err := l.LogoffIntent(rec); err != nil {
@@ -39,8 +39,8 @@ func TestRecordsAreJSONLinesWithTheirFields(t *testing.T) {
 		}
 		recs = append(recs, m)
 	}
-	// A hostile login name stays inside its field, escaped by JSON.
-	if recs[0]["login"] != "root\x1b[2J" || strings.Contains(lines[0], "\x1b") {
+	// A hostile login name stays inside its field, escaped, with its length.
+	if recs[0]["login"] != `root\x1b[2J` || recs[0]["login_len"] != 8.0 || strings.Contains(lines[0], "\x1b") {
 		t.Errorf("auth record: %q", lines[0])
 	}
 	if recs[2]["msg"] != "logoff.intent" || recs[2]["session_user"] != "bob" || recs[2]["rule"] != "role operator: *" {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 func pemEncode(b *pem.Block) []byte { return pem.EncodeToMemory(b) }
@@ -209,12 +211,16 @@ func TestUnknownKeyIsRefusedAtAuthentication(t *testing.T) {
 	if r.Status != 255 || !strings.Contains(r.Stderr, "Permission denied") {
 		t.Fatalf("want ssh to fail authentication (255, Permission denied), got %d %q", r.Status, r.Stderr)
 	}
-	refused := false
-	for _, rec := range f.Audit() {
-		if rec["msg"] == "auth" && rec["accepted"] == false && rec["fingerprint"] != "" {
-			refused = true
+	// One record for the connection, written when the server sees it end.
+	fp := ssh.FingerprintSHA256(f.stranger.Signer.PublicKey())
+	refused := waitUntil(5*time.Second, func() bool {
+		for _, rec := range f.Audit() {
+			if fps, _ := rec["fingerprints"].([]any); rec["msg"] == "auth.refused" && len(fps) == 1 && fps[0] == fp {
+				return true
+			}
 		}
-	}
+		return false
+	})
 	if !refused {
 		t.Error("the refused authentication is not in the audit log with its fingerprint")
 	}

@@ -6,6 +6,7 @@ import (
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/keys"
 )
 
@@ -19,13 +20,27 @@ type verified struct {
 }
 
 // offer answers "would this key be accepted?" for every key a client
-// offers. It decides nothing lasting: an offered key may never sign.
+// offers. It decides nothing lasting: an offered key may never sign. A
+// refused key is noted in the connection's refusals, written as one
+// bounded record when the connection authenticates or ends (limits.go),
+// never one record per attempt: a client chooses how many attempts and
+// how long a name.
 func (s *Server) offer(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
 	_, err := s.policy.Load().Authenticate(ctx.RemoteAddr(), key, time.Now())
 	if err != nil {
-		s.audit.Auth(ctx.RemoteAddr().String(), ctx.User(), "publickey", gossh.FingerprintSHA256(key), "", false, err.Error())
+		refusalsOf(ctx).Key(gossh.FingerprintSHA256(key), err.Error())
 	}
 	return err == nil
+}
+
+// refusalsOf returns the refusals of ctx's connection. Every connection
+// has a connState (accept sets it before the handshake starts); the
+// fallback only keeps a broken invariant from becoming a nil dereference.
+func refusalsOf(ctx gliderssh.Context) *audit.Refusals {
+	if c, ok := ctx.Value(connKey{}).(*connState); ok {
+		return &c.refusals
+	}
+	return new(audit.Refusals)
 }
 
 // serverConfig returns a fresh x/crypto config for each connection.
@@ -46,28 +61,24 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 		VerifiedPublicKeyCallback: func(meta gossh.ConnMetadata, key gossh.PublicKey, _ *gossh.Permissions, _ string) (*gossh.Permissions, error) {
 			id, err := s.policy.Load().Authenticate(meta.RemoteAddr(), key, time.Now())
 			if err != nil {
-				s.audit.Auth(meta.RemoteAddr().String(), meta.User(), "publickey", gossh.FingerprintSHA256(key), "", false, err.Error())
+				refusalsOf(ctx).Key(gossh.FingerprintSHA256(key), err.Error())
 				return nil, err
 			}
-			s.audit.Auth(meta.RemoteAddr().String(), meta.User(), "publickey", id.Fingerprint, id.Name, true, id.Method)
+			// The attempts refused before this one are recorded now,
+			// not when the admin's connection ends, hours later.
+			s.audit.Refused(meta.RemoteAddr().String(), refusalsOf(ctx))
+			s.audit.Accepted(meta.RemoteAddr().String(), meta.User(), "publickey", id.Fingerprint, id.Name, id.Method)
 			return &gossh.Permissions{ExtraData: map[any]any{permissionsKey{}: &verified{id: *id, key: key}}}, nil
 		},
 		AuthLogCallback: func(meta gossh.ConnMetadata, method string, err error) {
-			s.auditAuth(meta, method, err)
+			// The first "none" probe is how every client starts, not an
+			// attempt worth counting.
+			if err != nil && method != "none" {
+				refusalsOf(ctx).Attempt(meta.User(), method, err.Error())
+			}
 		},
 	}
 	return sc
-}
-
-// auditAuth records attempts with methods tsadmin does not offer
-// (password, keyboard-interactive). Public-key attempts are recorded with
-// their fingerprint by offer and VerifiedPublicKeyCallback; "none" probes
-// are not worth a line each.
-func (s *Server) auditAuth(meta gossh.ConnMetadata, method string, err error) {
-	if method == "none" || method == "publickey" || err == nil {
-		return
-	}
-	s.audit.Auth(meta.RemoteAddr().String(), meta.User(), method, "", "", false, err.Error())
 }
 
 // identityOf returns the identity bound to a connection at authentication.

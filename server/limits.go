@@ -8,6 +8,7 @@ import (
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
@@ -28,6 +29,10 @@ type connState struct {
 	sessions int                         // session channels open now
 	live     map[*shell.Session]struct{} // running admin sessions
 	done     chan struct{}               // closed when the connection closes
+
+	// refusals sums up the connection's refused authentication
+	// attempts; they are audited as one record when it closes.
+	refusals audit.Refusals
 }
 
 type connKey struct{}
@@ -36,10 +41,14 @@ type connKey struct{}
 // first. It enforces the caps on connections still in handshake or
 // authentication, and starts the login grace timer.
 //
-// At a cap, the oldest pending connection is dropped to make room, rather
-// than the new one refused: a flood of half-open connections then cycles
-// through the slots and cannot lock out an admin, whose own handshake
-// takes milliseconds.
+// At a cap, a pending connection is dropped to make room, rather than the
+// new one refused: a flood of half-open connections then cycles through
+// the slots and cannot lock out an admin. Which one is dropped keeps the
+// sources fair: at the per-source cap, the oldest of that source; at the
+// global cap, the oldest of the source that holds the most slots. A flood
+// from one address or from many then cycles through its own slots, and a
+// lone admin from another address, however slow their handshake, is not
+// pushed out by it (the oldest connection overall would be theirs).
 func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 	cfg := s.cfg.Load()
 	host, _, err := net.SplitHostPort(conn.RemoteAddr().String())
@@ -51,51 +60,123 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 		started: time.Now(), pending: true, live: make(map[*shell.Session]struct{}),
 		done: make(chan struct{}),
 	}
-	var evict []*connState
+	var victim *connState
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		conn.Close()
 		return nil
 	}
-	if s.perSource[host] >= cfg.Limits.MaxStartupsPerSource {
-		evict = append(evict, s.oldestPendingLocked(host))
-	}
-	if s.startups >= cfg.Limits.MaxStartups {
-		evict = append(evict, s.oldestPendingLocked(""))
+	switch {
+	case s.perSource[host] >= cfg.Limits.MaxStartupsPerSource:
+		victim = s.dropOldestPendingLocked(host)
+	case s.startups >= cfg.Limits.MaxStartups:
+		victim = s.dropOldestPendingLocked(s.busiestSourceLocked())
 	}
 	s.startups++
 	s.perSource[host]++
 	s.conns[c] = struct{}{}
+	report := s.drops.count(victim != nil, time.Now())
 	s.mu.Unlock()
-	for _, old := range evict {
-		if old != nil {
-			s.log.Warn("too many connections in handshake; dropping the oldest", "addr", old.remote.String())
-			old.netConn.Close()
-		}
+	if victim != nil {
+		victim.netConn.Close()
+	}
+	if report != nil {
+		// One line per interval, not one per drop: a flood must not
+		// fill the disk through the server's log either.
+		s.log.Warn("too many connections in handshake; dropped the oldest pending connections of the busiest sources",
+			"dropped", report.n, "since", report.since.Format(time.RFC3339), "last_addr", victim.remote.String())
 	}
 	c.grace = time.AfterFunc(cfg.Limits.LoginGrace.Duration, func() {
-		s.log.Info("login grace time over; closing", "addr", c.remote.String())
 		conn.Close()
+		s.mu.Lock()
+		report := s.graceCloses.count(true, time.Now())
+		s.mu.Unlock()
+		if report != nil {
+			s.log.Info("login grace time over; closed connections that had not authenticated",
+				"closed", report.n, "since", report.since.Format(time.RFC3339), "last_addr", c.remote.String())
+		}
 	})
 	ctx.SetValue(connKey{}, c)
 	return &trackedConn{Conn: conn, state: c}
 }
 
-func (s *Server) oldestPendingLocked(source string) *connState {
+// busiestSourceLocked returns the source holding the most pending slots.
+// Ties are broken by the map's random order, which is fair among equals.
+func (s *Server) busiestSourceLocked() string {
+	busiest, most := "", 0
+	for src, n := range s.perSource {
+		if n > most {
+			busiest, most = src, n
+		}
+	}
+	return busiest
+}
+
+// dropOldestPendingLocked picks the oldest pending connection of source
+// and releases its slot at once, so that the counts are right before the
+// next connection arrives (its goroutine may take a while to see the
+// close); the caller closes it. It returns nil if source has none.
+func (s *Server) dropOldestPendingLocked(source string) *connState {
 	var oldest *connState
 	for c := range s.conns {
+		if c.source != source {
+			continue
+		}
 		c.mu.Lock()
 		pending := c.pending
 		c.mu.Unlock()
-		if !pending || source != "" && c.source != source {
-			continue
-		}
-		if oldest == nil || c.started.Before(oldest.started) {
+		if pending && (oldest == nil || c.started.Before(oldest.started)) {
 			oldest = c
 		}
 	}
+	if oldest == nil {
+		return nil
+	}
+	oldest.mu.Lock()
+	wasPending := oldest.pending
+	oldest.pending = false
+	oldest.mu.Unlock()
+	if !wasPending { // it authenticated meanwhile: leave it be
+		return nil
+	}
+	s.releaseStartupLocked(oldest)
 	return oldest
+}
+
+// batchReport is what one batched log line says: how many since when.
+type batchReport struct {
+	n     int
+	since time.Time
+}
+
+// batchedLine counts events (dropped connections, login grace timeouts)
+// between the log lines that report them, at most one line per
+// batchInterval, so that what a flood causes costs the log a line per
+// interval, not a line per connection.
+type batchedLine struct {
+	n        int
+	since    time.Time
+	reported time.Time
+}
+
+const batchInterval = 10 * time.Second
+
+// count notes an event (if happened) and returns a report when one is due.
+func (d *batchedLine) count(happened bool, now time.Time) *batchReport {
+	if !happened {
+		return nil
+	}
+	if d.n == 0 {
+		d.since = now
+	}
+	d.n++
+	if now.Sub(d.reported) < batchInterval {
+		return nil
+	}
+	r := &batchReport{n: d.n, since: d.since}
+	d.n, d.reported = 0, now
+	return r
 }
 
 // established is called when the first session channel opens: the
@@ -156,6 +237,10 @@ func (c *connState) keepalive(conn *gossh.ServerConn, interval time.Duration, co
 func (s *Server) releaseStartup(c *connState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.releaseStartupLocked(c)
+}
+
+func (s *Server) releaseStartupLocked(c *connState) {
 	s.startups--
 	if s.perSource[c.source]--; s.perSource[c.source] <= 0 {
 		delete(s.perSource, c.source)
@@ -177,6 +262,7 @@ func (c *connState) closedConn() {
 	c.srv.mu.Lock()
 	delete(c.srv.conns, c)
 	c.srv.mu.Unlock()
+	c.srv.audit.Refused(c.remote.String(), &c.refusals)
 }
 
 func (c *connState) identity() *verified {

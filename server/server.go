@@ -39,11 +39,13 @@ type Server struct {
 	cfg    atomic.Pointer[config.Config]
 	policy atomic.Pointer[keys.Policy]
 
-	mu        sync.Mutex
-	conns     map[*connState]struct{}
-	startups  int            // connections not yet past their first session
-	perSource map[string]int // the same, by source address
-	closing   bool
+	mu          sync.Mutex
+	conns       map[*connState]struct{}
+	startups    int            // connections not yet past their first session
+	perSource   map[string]int // the same, by source address
+	drops       batchedLine    // pending connections dropped at the caps
+	graceCloses batchedLine    // connections closed at the login grace
+	closing     bool
 }
 
 // Options are what New needs beyond the config.
@@ -94,7 +96,9 @@ func New(o Options) *Server {
 			return false
 		},
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
-			s.log.Debug("connection failed", "addr", conn.RemoteAddr().String(), "err", err)
+			// The error can quote what the client sent (its algorithm
+			// lists run to the packet size): bound it.
+			s.log.Debug("connection failed", "addr", conn.RemoteAddr().String(), "err", audit.Clip(err.Error(), 200))
 		},
 	}
 	return s
