@@ -93,8 +93,11 @@ func TestRevokedKeysAreRefused(t *testing.T) {
 		}
 	}
 	expect("key list", map[*Key]int{&plain: 0, &lost: 255, &c7: 0, &c8: 0})
-	if !hasAudit(s.Audit(), func(m map[string]any) bool {
-		return m["msg"] == "auth" && m["accepted"] == false && strings.Contains(fmt.Sprint(m["reason"]), "revoked")
+	// A connection's refusals are one record, written when it closes.
+	if !waitUntil(5*time.Second, func() bool {
+		return hasAudit(s.Audit(), func(m map[string]any) bool {
+			return m["msg"] == "auth.refused" && strings.Contains(fmt.Sprint(m["reason"]), "revoked")
+		})
 	}) {
 		t.Error("the refusal of a revoked key is not audited with its reason")
 	}

@@ -257,4 +257,4 @@ func (c *channel) Exit(status int) {
 }
 
 // Hangup implements shell.Channel: it closes the SSH connection.
-func (c *channel) Hangup() { c.conn.netConn.Close() }
+func (c *channel) Hangup() { c.conn.hangup() }

@@ -295,6 +295,24 @@ func (c *connState) kick(msg string) {
 	}
 	c.mu.Unlock()
 	concurrently(live, func(s *shell.Session) { s.Notify(msg) })
+	c.hangup()
+}
+
+// hangupLinger is how long a hung-up connection waits for the client to
+// close its end before it is closed outright.
+const hangupLinger = time.Second
+
+// hangup closes the connection so that what was sent last (an exit
+// status, a notice) still reaches the client: closing a socket that has
+// unread input sends a reset, and the client then loses what it had not
+// read yet. So the server's side is shut first (the client reads to the
+// end, then closes), and the connection is closed for good when the
+// client has gone, or after hangupLinger whatever the client does.
+func (c *connState) hangup() {
+	if cw, ok := c.netConn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		time.AfterFunc(hangupLinger, func() { c.netConn.Close() })
+		return
+	}
 	c.netConn.Close()
 }
 
