@@ -28,6 +28,7 @@ import (
 	"github.com/tsadmin-dev/tsadmin/sessions"
 	"github.com/tsadmin-dev/tsadmin/sessions/host"
 	"github.com/tsadmin-dev/tsadmin/sessions/logind"
+	"github.com/tsadmin-dev/tsadmin/sessions/timelimit"
 	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
@@ -176,6 +177,11 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	if err != nil {
 		return err
 	}
+	// The time limits run beside the server and stop before it does, so
+	// that no policy logoff starts while the server shuts down.
+	limits := timelimit.Start(timelimit.Options{Server: cfg.Name, Registry: registry, Audit: auditLog, Log: log},
+		timelimit.FromConfig(cfg))
+	defer limits.Stop()
 	log.Info("tsadmin listening", "server", cfg.Name, "addr", l.Addr().String(),
 		"host_key", keys.Fingerprint(hostKey.PublicKey()), "sources", strings.Join(registry.Sources(), ","),
 		"admins", len(policy.Admins), "version", version)
@@ -189,11 +195,14 @@ func run(log *slog.Logger, configPath string, check bool) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(log, auditLog, srv, configPath, cfg)
+				if c := reload(log, auditLog, srv, configPath, cfg); c != nil {
+					limits.Replace(timelimit.FromConfig(c))
+				}
 				continue
 			}
 			log.Info("stopping", "signal", sig.String())
 			auditLog.Event("stop", slog.String("signal", sig.String()))
+			limits.Stop()
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			srv.Shutdown(ctx)
 			cancel()
@@ -204,13 +213,14 @@ func run(log *slog.Logger, configPath string, check bool) error {
 
 // reload applies a changed config on SIGHUP. What cannot change while
 // running (listen address, host key, sources, audit file) is kept, with a
-// warning.
-func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config) {
+// warning. It returns the config now in force, or nil if the file was
+// refused.
+func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config) *config.Config {
 	cfg, policy, err := load(path)
 	if err != nil {
 		log.Error("reload refused; the old configuration stays in force", "err", err.Error())
 		auditLog.Event("reload.refused", slog.String("err", err.Error()))
-		return
+		return nil
 	}
 	if cfg.Listen != running.Listen || cfg.HostKey != running.HostKey || cfg.Audit.File != running.Audit.File ||
 		strings.Join(cfg.Sessions.Sources, ",") != strings.Join(running.Sessions.Sources, ",") || cfg.Name != running.Name {
@@ -220,7 +230,8 @@ func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path stri
 	}
 	srv.Reload(cfg, policy)
 	log.Info("configuration reloaded", "admins", len(policy.Admins), "keys", policy.KeyCount())
-	auditLog.Event("reload", slog.Int("admins", len(policy.Admins)))
+	auditLog.Event("reload", slog.Int("admins", len(policy.Admins)), slog.Int("policy_rules", len(cfg.Sessions.Policy)))
+	return cfg
 }
 
 func auditPath(cfg *config.Config) string {
