@@ -165,9 +165,10 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	defer relay.Close()
 	env := &shell.Env{
 		Server: cfg.Name, Registry: registry, Shells: shells, Audit: auditLog, Log: log, Peers: relay,
-		Policy: func() *keys.Policy { return srv.Policy() },
-		Grace:  cfg.Sessions.LogoffGrace.Duration,
-		Idle:   func() time.Duration { return srv.Config().Limits.IdleTimeout.Duration },
+		Policy:    func() *keys.Policy { return srv.Policy() },
+		Grace:     cfg.Sessions.LogoffGrace.Duration,
+		Idle:      func() time.Duration { return srv.Config().Limits.IdleTimeout.Duration },
+		IdleAfter: func() time.Duration { return srv.Config().Sessions.IdleAfter.Duration },
 	}
 	srv = server.New(server.Options{
 		Config: cfg, Policy: policy, HostKey: hostKey, Audit: auditLog, Log: log,
