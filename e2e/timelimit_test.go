@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,6 +27,7 @@ sessions:
   sources: [shell, host]
   logoff_grace: 2s
   policy_interval: 1s
+  idle_after: 5s
   policy:
     - match: [%q]
       idle_logoff: %s
@@ -78,6 +80,13 @@ func TestPolicyWarnsThenLogsOffIdleSessions(t *testing.T) {
 		}
 	}
 	t.Logf("warned after %s", time.Since(start))
+	// The listing marks them idle past idle_after, in JSON only: STATE
+	// stays Active, as on Windows. The admin's own session is not idle.
+	for _, s := range srv.List(alice) {
+		if s.User == idle.Name && (!s.Idle || s.State != "Active") || s.Current && s.Idle {
+			t.Errorf("idle: true past sessions.idle_after, STATE unchanged: %+v", s)
+		}
+	}
 	// The typer answers the warning: the shell reads from the terminal.
 	typed := time.Now()
 	if !lTyper.Run("true", 5*time.Second) {
@@ -104,7 +113,7 @@ func TestPolicyWarnsThenLogsOffIdleSessions(t *testing.T) {
 		t.Fatalf("audit: %d intents, %d outcomes, %d warnings for the idle user, want one each:\n%v", len(intent), len(outcome), len(warned), srv.Audit())
 	}
 	if intent[0]["admin"] != "tsadmin:policy" || outcome[0]["result"] != "ok" || warned[0]["result"] != "written" ||
-		!strings.HasPrefix(intent[0]["rule"].(string), "sessions.policy[0] (line 8) user:tspid*: idle ") ||
+		!strings.HasPrefix(intent[0]["rule"].(string), "sessions.policy[0] (line 9) user:tspid*: idle ") ||
 		!strings.Contains(intent[0]["rule"].(string), "idle_logoff 16s") {
 		t.Errorf("the policy logoff is not audited as the server's own, with its rule and idle time:\n%v\n%v\n%v", intent, outcome, warned)
 	}
@@ -152,5 +161,11 @@ func TestPolicyWarnsThenLogsOffIdleSessions(t *testing.T) {
 	}
 	if lOther.Exited(0) {
 		t.Error("the unmatched session ended")
+	}
+	raw, _ := os.ReadFile(filepath.Join(srv.Dir, "audit.log"))
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.Contains(line, "tsadmin:policy") {
+			t.Logf("audit: %s", line) // the README's sample
+		}
 	}
 }

@@ -184,7 +184,7 @@ func (l *Loop) tick(ctx context.Context, set Settings) {
 		case t.warnedAt.IsZero() || t.warnedFor != d.limit:
 			t.warnedAt, t.warnedFor = now, d.limit
 			if r.WarnBefore.Duration > 0 {
-				l.warn(ctx, s, set.Rules, d, limit)
+				l.warn(ctx, s, set.Rules, d)
 				continue
 			}
 		}
@@ -289,7 +289,7 @@ func ruleText(rules []config.PolicyRule, d due) string {
 		sels[i] = s.Text
 	}
 	return fmt.Sprintf("sessions.policy[%d] (line %d) %s: %s %s, %s_logoff %s", d.rule, r.Line,
-		strings.Join(sels, ","), d.limit, d.over.Round(time.Second), d.limit, limitOf(r, d.limit))
+		strings.Join(sels, ","), d.limit, d.over.Truncate(time.Second), d.limit, limitOf(r, d.limit))
 }
 
 func (l *Loop) record(s sessions.Session, rules []config.PolicyRule, d due) audit.Logoff {
@@ -318,14 +318,16 @@ func (l *Loop) report(s sessions.Session, rules []config.PolicyRule, d due, even
 }
 
 // warn writes the warning to the session's terminal.
-func (l *Loop) warn(ctx context.Context, s sessions.Session, rules []config.PolicyRule, d due, limit time.Duration) {
+// The logoff comes warn_before after the warning at the soonest (the
+// warning is due only once the session is that close to its limit).
+func (l *Loop) warn(ctx context.Context, s sessions.Session, rules []config.PolicyRule, d due) {
 	r := rules[d.rule]
 	what := "had no input"
 	if d.limit == "disconnected" {
 		what = "been disconnected"
 	}
 	text := fmt.Sprintf("tsadmin on %s: this session has %s for %s; by policy it will be logged off in %s unless it is used (type a command).",
-		l.opts.Server, what, d.over.Round(time.Second), max(0, limit-d.over).Round(time.Second))
+		l.opts.Server, what, d.over.Truncate(time.Second), r.WarnBefore.Duration)
 	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	result := "written"

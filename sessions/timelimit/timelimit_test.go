@@ -87,7 +87,7 @@ func TestInputBetweenTheTickAndTheLogoffSavesTheSession(t *testing.T) {
 	l, set, path := newLoop(t, src, `{ match: ["user:student*"], idle_logoff: 16s, warn_before: 8s }`)
 	ctx := context.Background()
 	l.tick(ctx, set)
-	if len(src.messages) != 1 || !strings.Contains(src.messages[0], "logged off in 7s") {
+	if len(src.messages) != 1 || !strings.Contains(src.messages[0], "logged off in 8s") {
 		t.Fatalf("warning: %q", src.messages)
 	}
 	l.state[key(sessions.Session{Source: "host", Key: "k"})].warnedAt = time.Now().Add(-9 * time.Second)
