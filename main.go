@@ -28,6 +28,7 @@ import (
 	"github.com/tsadmin-dev/tsadmin/sessions"
 	"github.com/tsadmin-dev/tsadmin/sessions/host"
 	"github.com/tsadmin-dev/tsadmin/sessions/logind"
+	"github.com/tsadmin-dev/tsadmin/sessions/timelimit"
 	"github.com/tsadmin-dev/tsadmin/shell"
 )
 
@@ -165,9 +166,10 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	defer relay.Close()
 	env := &shell.Env{
 		Server: cfg.Name, Registry: registry, Shells: shells, Audit: auditLog, Log: log, Peers: relay,
-		Policy: func() *keys.Policy { return srv.Policy() },
-		Grace:  cfg.Sessions.LogoffGrace.Duration,
-		Idle:   func() time.Duration { return srv.Config().Limits.IdleTimeout.Duration },
+		Policy:    func() *keys.Policy { return srv.Policy() },
+		Grace:     cfg.Sessions.LogoffGrace.Duration,
+		Idle:      func() time.Duration { return srv.Config().Limits.IdleTimeout.Duration },
+		IdleAfter: func() time.Duration { return srv.Config().Sessions.IdleAfter.Duration },
 	}
 	srv = server.New(server.Options{
 		Config: cfg, Policy: policy, HostKey: hostKey, Audit: auditLog, Log: log,
@@ -177,6 +179,11 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	if err != nil {
 		return err
 	}
+	// The time limits run beside the server and stop before it does, so
+	// that no policy logoff starts while the server shuts down.
+	limits := timelimit.Start(timelimit.Options{Server: cfg.Name, Registry: registry, Audit: auditLog, Log: log},
+		timelimit.FromConfig(cfg))
+	defer limits.Stop()
 	log.Info("tsadmin listening", "server", cfg.Name, "addr", l.Addr().String(),
 		"host_key", keys.Fingerprint(hostKey.PublicKey()), "sources", strings.Join(registry.Sources(), ","),
 		"admins", len(policy.Admins), "version", version)
@@ -190,11 +197,14 @@ func run(log *slog.Logger, configPath string, check bool) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(log, auditLog, srv, configPath, cfg, l.Addr().String())
+				if c := reload(log, auditLog, srv, configPath, cfg, l.Addr().String()); c != nil {
+					limits.Replace(timelimit.FromConfig(c))
+				}
 				continue
 			}
 			log.Info("stopping", "signal", sig.String())
 			auditLog.Event("stop", slog.String("signal", sig.String()))
+			limits.Stop()
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			srv.Shutdown(ctx)
 			cancel()
@@ -206,8 +216,9 @@ func run(log *slog.Logger, configPath string, check bool) error {
 // reload applies a changed config on SIGHUP. What cannot change while
 // running (listen address, host key, sources, audit file) is kept, with a
 // warning. A config with no admins would turn the first-run default on:
-// refused unless the server listens (listening) on loopback.
-func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config, listening string) {
+// refused unless the server listens (listening) on loopback. It returns
+// the config now in force, or nil if the file was refused.
+func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config, listening string) *config.Config {
 	cfg, policy, err := load(path)
 	if err == nil && policy.Default {
 		err = keys.CheckDefaultListener(listening)
@@ -215,7 +226,7 @@ func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path stri
 	if err != nil {
 		log.Error("reload refused; the old configuration stays in force", "err", err.Error())
 		auditLog.Event("reload.refused", slog.String("err", err.Error()))
-		return
+		return nil
 	}
 	if cfg.Listen != running.Listen || cfg.HostKey != running.HostKey || cfg.Audit.File != running.Audit.File ||
 		strings.Join(cfg.Sessions.Sources, ",") != strings.Join(running.Sessions.Sources, ",") || cfg.Name != running.Name {
@@ -226,7 +237,8 @@ func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path stri
 	srv.Reload(cfg, policy)
 	logSkipped(log, policy)
 	log.Info("configuration reloaded", "admins", len(policy.Admins), "keys", policy.KeyCount())
-	auditLog.Event("reload", slog.Int("admins", len(policy.Admins)))
+	auditLog.Event("reload", slog.Int("admins", len(policy.Admins)), slog.Int("policy_rules", len(cfg.Sessions.Policy)))
+	return cfg
 }
 
 // logSkipped says which of the running user's keys the first-run default

@@ -44,6 +44,28 @@ type Config struct {
 type Sessions struct {
 	Sources     []string `yaml:"sources"`
 	LogoffGrace Duration `yaml:"logoff_grace"`
+	// IdleAfter is how long without input makes a session idle in a
+	// listing (idle: true in JSON); STATE stays Active or Disc.
+	IdleAfter Duration `yaml:"idle_after"`
+	// Policy is the time limits the server enforces itself; the first
+	// rule that matches a session applies to it.
+	Policy []PolicyRule `yaml:"policy"`
+	// PolicyInterval is how often the policy loop looks at the sessions.
+	PolicyInterval Duration `yaml:"policy_interval"`
+}
+
+// PolicyRule is one entry of sessions.policy: which sessions, and the time
+// limits that apply to them.
+type PolicyRule struct {
+	Match              []Line   `yaml:"match"`
+	IdleLogoff         Duration `yaml:"idle_logoff"`
+	DisconnectedLogoff Duration `yaml:"disconnected_logoff"`
+	WarnBefore         Duration `yaml:"warn_before"`
+	DryRun             bool     `yaml:"dry_run"`
+	// Line is where the rule starts, for errors and the audit log.
+	Line int `yaml:"-"`
+	// Selectors is Match compiled; set by Parse.
+	Selectors []Selector `yaml:"-"`
 }
 
 // Role is one entry of roles:.
@@ -131,6 +153,11 @@ const (
 	DefaultKeepalive   = 30 * time.Second
 	DefaultKeepaliveN  = 3
 	DefaultRelayTime   = 5 * time.Second
+	DefaultIdleAfter   = 5 * time.Minute
+	DefaultPolicyEvery = 30 * time.Second
+	// MinPolicyEvery bounds how often the policy loop may list the
+	// sessions (each listing reads /proc).
+	MinPolicyEvery = time.Second
 	// MaxFileSize bounds config.yaml and keys files.
 	MaxFileSize = 1 << 20
 )
@@ -207,6 +234,9 @@ func Parse(data []byte, path string) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if err := c.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := c.checkPolicy(data); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
@@ -373,6 +403,84 @@ func ParseSelector(sel string) (Selector, error) {
 		return Selector{}, fmt.Errorf("selector %q: bad pattern: %v", sel, err)
 	}
 	return Selector{Kind: kind, Glob: re, Text: sel}, nil
+}
+
+// checkPolicy applies the defaults of the session time limits and checks
+// every sessions.policy rule, reporting a bad one at the line it starts.
+func (c *Config) checkPolicy(data []byte) error {
+	setDuration(&c.Sessions.IdleAfter, DefaultIdleAfter)
+	setDuration(&c.Sessions.PolicyInterval, DefaultPolicyEvery)
+	if c.Sessions.PolicyInterval.Duration < MinPolicyEvery {
+		return fmt.Errorf("sessions.policy_interval: %s is shorter than %s", c.Sessions.PolicyInterval.Duration, MinPolicyEvery)
+	}
+	var root yaml.Node
+	if len(c.Sessions.Policy) > 0 && yaml.Unmarshal(data, &root) == nil && len(root.Content) > 0 {
+		if n := child(child(root.Content[0], "sessions"), "policy"); n != nil {
+			for i, rule := range n.Content {
+				if i < len(c.Sessions.Policy) {
+					c.Sessions.Policy[i].Line = rule.Line
+				}
+			}
+		}
+	}
+	for i := range c.Sessions.Policy {
+		r := &c.Sessions.Policy[i]
+		where := fmt.Sprintf("line %d: sessions.policy[%d]", r.Line, i)
+		if len(r.Match) == 0 {
+			return fmt.Errorf(`%s: match is empty; name the sessions (user:GLOB, name:GLOB, type:GLOB, or "*" for all)`, where)
+		}
+		r.Selectors = r.Selectors[:0]
+		for _, sel := range r.Match {
+			compiled, err := ParseSelector(sel.Value)
+			if err != nil {
+				return fmt.Errorf("line %d: sessions.policy[%d]: %v", sel.Line, i, err)
+			}
+			r.Selectors = append(r.Selectors, compiled)
+		}
+		if r.IdleLogoff.Duration == 0 && r.DisconnectedLogoff.Duration == 0 {
+			return fmt.Errorf("%s: give idle_logoff, disconnected_logoff or both", where)
+		}
+		for _, limit := range []struct {
+			name string
+			d    time.Duration
+		}{{"idle_logoff", r.IdleLogoff.Duration}, {"disconnected_logoff", r.DisconnectedLogoff.Duration}} {
+			if limit.d != 0 && r.WarnBefore.Duration >= limit.d {
+				return fmt.Errorf("%s: warn_before %s must be shorter than %s %s", where, r.WarnBefore.Duration, limit.name, limit.d)
+			}
+		}
+	}
+	return nil
+}
+
+// child returns the value of key in the mapping n, or nil.
+func child(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// Match reports whether a session with these fields is one the selector
+// names. type: matches the TYPE column (sshd, login, tsadmin) or the
+// source the session came from (shell, host, logind): type:host is every
+// host login.
+func (sel Selector) Match(user, name, typ, source string) bool {
+	switch sel.Kind {
+	case "*":
+		return true
+	case "user":
+		return sel.Glob.MatchString(user)
+	case "name":
+		return sel.Glob.MatchString(name)
+	case "type":
+		return source != "" && sel.Glob.MatchString(source) || sel.Glob.MatchString(typ)
+	}
+	return false
 }
 
 func setDuration(d *Duration, def time.Duration) {

@@ -37,6 +37,19 @@ func TestStrictDecodingStopsWithFileLineAndReason(t *testing.T) {
 		{"peer without key", "servers: { B: { address: 127.0.0.1:1 } }\n", "host_key is required", false},
 		{"peer named like me", "name: A\nservers: { a: { address: 127.0.0.1:1, host_key: \"" + key + "\" } }\n", "own name", false},
 		{"syntax", "name: [unclosed\n", "line", true},
+		{"policy: unknown key", "sessions:\n  policy:\n    - { match: [\"*\"], idle_logof: 2h }\n", "field idle_logof not found", true},
+		{"policy: bad duration", "sessions:\n  policy:\n    - { match: [\"*\"], idle_logoff: 2 hours }\n", "not a duration", true},
+		{"policy: negative duration", "sessions:\n  policy:\n    - { match: [\"*\"], disconnected_logoff: -1m }\n", "not a duration", true},
+		{"policy: warning too late", "sessions:\n  policy:\n    - { match: [\"*\"], idle_logoff: 5m, warn_before: 5m }\n", "warn_before 5m0s must be shorter than idle_logoff 5m0s", true},
+		{"policy: warning after the disconnected limit", "sessions:\n  policy:\n    - { match: [\"*\"], idle_logoff: 2h, disconnected_logoff: 1m, warn_before: 5m }\n", "shorter than disconnected_logoff", true},
+		{"policy: empty match", "sessions:\n  policy:\n    - { match: [], idle_logoff: 2h }\n", "line 3: sessions.policy[0]: match is empty", true},
+		{"policy: no match", "sessions:\n  policy:\n    - { idle_logoff: 2h }\n", "match is empty", true},
+		{"policy: no limit", "sessions:\n  policy:\n    - { match: [\"user:a*\"], dry_run: true }\n", "give idle_logoff, disconnected_logoff or both", true},
+		{"policy: bad selector", "sessions:\n  policy:\n    - match:\n        - \"user:[a\"\n      idle_logoff: 2h\n", "line 4: sessions.policy[0]: selector", true},
+		{"policy: a map, not a list", "sessions:\n  policy: { match: [\"*\"] }\n", "cannot unmarshal", true},
+		{"policy: a bad bool", "sessions:\n  policy:\n    - { match: [\"*\"], idle_logoff: 2h, dry_run: maybe }\n", "cannot unmarshal", true},
+		{"policy: interval too short", "sessions: { policy_interval: 10ms }\n", "shorter than 1s", false},
+		{"idle_after: bad", "sessions: { idle_after: later }\n", "not a duration", true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -78,6 +91,35 @@ func TestDefaults(t *testing.T) {
 	c, _ = Parse([]byte("sessions: { sources: [host] }\n"), "c.yaml")
 	if c.Sessions.Sources[0] != "shell" {
 		t.Errorf("shell is not always on: %v", c.Sessions.Sources)
+	}
+}
+
+func TestPolicyRulesCompileWithTheirLines(t *testing.T) {
+	c, err := Parse([]byte(`sessions:
+  policy:
+    - match: ["user:student*"]
+      idle_logoff: 2h
+      warn_before: 5m
+    - { match: ["type:logind", "name:tty*"], disconnected_logoff: 30m, dry_run: true }
+`), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Sessions.Policy
+	if len(p) != 2 || p[0].Line != 3 || p[1].Line != 6 {
+		t.Fatalf("rules or lines: %+v", p)
+	}
+	if p[0].IdleLogoff.Duration != 2*time.Hour || p[0].WarnBefore.Duration != 5*time.Minute || p[0].DryRun {
+		t.Errorf("rule 0: %+v", p[0])
+	}
+	if len(p[1].Selectors) != 2 || !p[1].DryRun || p[1].DisconnectedLogoff.Duration != 30*time.Minute {
+		t.Errorf("rule 1: %+v", p[1])
+	}
+	if !p[0].Selectors[0].Match("student4", "pts/1", "sshd", "host") || p[0].Selectors[0].Match("staff", "pts/1", "sshd", "host") {
+		t.Error("user:student* matches the wrong users")
+	}
+	if c.Sessions.IdleAfter.Duration != 5*time.Minute || c.Sessions.PolicyInterval.Duration != 30*time.Second {
+		t.Errorf("defaults: %+v", c.Sessions)
 	}
 }
 
@@ -146,6 +188,8 @@ func FuzzLoadConfig(f *testing.F) {
 		"", "name: WF12\n", "roles: { r: { logoff: [\"user:a*\"] } }\nadmins:\n  - { name: a, role: r, keys: [\"" + key + "\"] }\n",
 		"limits: { login_grace: 5s }\n", "servers: { B: { address: \"127.0.0.1:1\", host_key: \"" + key + "\" } }\n",
 		"&a [*a]", "a: !!binary x",
+		"sessions:\n  idle_after: 5m\n  policy_interval: 2s\n  policy:\n    - { match: [\"user:student*\", \"type:sshd\"], idle_logoff: 2h, disconnected_logoff: 30m, warn_before: 5m, dry_run: true }\n",
+		"sessions:\n  policy:\n    - { match: [], idle_logoff: 1s, warn_before: 1s }\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -169,6 +213,24 @@ func FuzzLoadConfig(f *testing.F) {
 			if _, ok := c.Roles[a.Role]; !ok {
 				t.Fatalf("admin %q has a missing role %q", a.Name, a.Role)
 			}
+		}
+		// Every policy rule that loads names sessions, has a limit, and
+		// warns before it.
+		for _, r := range c.Sessions.Policy {
+			if len(r.Selectors) == 0 || len(r.Selectors) != len(r.Match) || r.Line == 0 {
+				t.Fatalf("a rule without selectors or line: %+v", r)
+			}
+			if r.IdleLogoff.Duration == 0 && r.DisconnectedLogoff.Duration == 0 {
+				t.Fatalf("a rule without a limit: %+v", r)
+			}
+			for _, d := range []time.Duration{r.IdleLogoff.Duration, r.DisconnectedLogoff.Duration} {
+				if d != 0 && r.WarnBefore.Duration >= d {
+					t.Fatalf("warn_before is not before the limit: %+v", r)
+				}
+			}
+		}
+		if c.Sessions.PolicyInterval.Duration < MinPolicyEvery || c.Sessions.IdleAfter.Duration == 0 {
+			t.Fatalf("policy defaults missing: %+v", c.Sessions)
 		}
 		for _, r := range c.Roles {
 			for _, s := range r.Logoff {

@@ -229,6 +229,7 @@ func fromJSON(j shell.JSONSession, server string) shell.Row {
 	row.State = sessions.State(j.State)
 	row.LogonTime, _ = time.Parse(time.RFC3339, j.LogonTime)
 	row.IdleTime = time.Duration(j.IdleSeconds) * time.Second
+	row.Idle = j.Idle // as the peer's own idle_after decides
 	row.CanLogoff = j.CanLogoff
 	return row
 }

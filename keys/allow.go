@@ -12,25 +12,7 @@ type selector struct {
 }
 
 func (sel selector) match(s sessions.Session) bool {
-	var field string
-	switch sel.Kind {
-	case "*":
-		return true
-	case "user":
-		field = s.User
-	case "name":
-		field = s.Name
-	case "type":
-		// The TYPE column (sshd, login, tsadmin), or the source it came
-		// from (shell, host, logind): type:host is every host login.
-		if s.Source != "" && sel.Glob.MatchString(s.Source) {
-			return true
-		}
-		field = s.Type
-	default:
-		return false
-	}
-	return sel.Glob.MatchString(field)
+	return sel.Selector.Match(s.User, s.Name, s.Type, s.Source)
 }
 
 // Decision is the answer of Allow, with the rule that made it, for the

@@ -22,6 +22,7 @@ type Row struct {
 	Server    string // the server it is on, for /server:*
 	Current   bool   // the caller's own current session
 	CanLogoff bool   // Allow would let the caller log it off
+	Idle      bool   // no input for sessions.idle_after or longer
 }
 
 // Clean neutralises text from outside (user names, host names, terminal
@@ -245,6 +246,7 @@ type JSONSession struct {
 	IdleSeconds int64  `json:"idle_seconds"`
 	Current     bool   `json:"current"`
 	CanLogoff   bool   `json:"can_logoff"`
+	Idle        bool   `json:"idle"`
 }
 
 // ToJSON converts a row to its JSON form. Strings are kept as they are:
@@ -258,6 +260,7 @@ func ToJSON(r Row) JSONSession {
 		Server: r.Server, ID: r.ID, Name: r.Name, User: r.User, State: string(r.State),
 		Type: r.Type, Source: r.Source, Device: r.Device, LogonTime: logon,
 		IdleSeconds: int64(r.IdleTime / time.Second), Current: r.Current, CanLogoff: r.CanLogoff,
+		Idle: r.Idle,
 	}
 }
 

@@ -37,7 +37,10 @@ type Env struct {
 	Log      *slog.Logger
 	Grace    time.Duration        // the host logoff grace; a logoff may take this long
 	Idle     func() time.Duration // the idle timeout in force (limits.idle_timeout)
-	Peers    Relayer              // federation; nil when no servers are configured
+	// IdleAfter is the listing's threshold for idle (sessions.idle_after);
+	// nil marks no session idle.
+	IdleAfter func() time.Duration
+	Peers     Relayer // federation; nil when no servers are configured
 }
 
 // Relayer runs a command on another server (federation).
@@ -222,6 +225,10 @@ func oneLine(s string) string {
 func (e *Env) rows(ctx context.Context, c Caller) ([]Row, []error) {
 	list, errs := e.Registry.List(ctx)
 	policy := e.Policy()
+	idleAfter := time.Duration(-1)
+	if e.IdleAfter != nil {
+		idleAfter = e.IdleAfter()
+	}
 	rows := make([]Row, len(list))
 	for i, s := range list {
 		rows[i] = Row{
@@ -229,6 +236,7 @@ func (e *Env) rows(ctx context.Context, c Caller) ([]Row, []error) {
 			Server:    e.Server,
 			Current:   c.Session != 0 && s.ID == c.Session,
 			CanLogoff: policy.Allow(c.Identity, s).Allowed,
+			Idle:      idleAfter >= 0 && s.IdleTime >= idleAfter,
 		}
 	}
 	return rows, errs
