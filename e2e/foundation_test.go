@@ -254,6 +254,8 @@ func TestExitStatuses(t *testing.T) {
 		{"own server name", []string{"qwinsta", "/server:wf12"}, 0, "SESSIONNAME", ""},
 		{"huge number", []string{"logoff", "99999999999999999999"}, 2, "", "out of range"},
 		{"negative number", []string{"logoff", "-5"}, 2, "", "unknown option"},
+		// logoff "$NAME" with NAME empty must not log off the caller.
+		{"empty name", []string{`logoff ""`}, 2, "", "empty argument"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

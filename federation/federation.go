@@ -250,7 +250,13 @@ func (r *Relay) run(ctx context.Context, name string, caller shell.Caller, line 
 		if err != nil {
 			return nil, nil, shell.StatusServer, err
 		}
-		sess, err := client.NewSession()
+		sess, err := openSession(ctx, client)
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			// A peer that takes the handshake but never answers the
+			// channel: give up on it, and on its connection.
+			r.drop(name, client)
+			return nil, nil, shell.StatusServer, serverErr("no answer in time (%v)", err)
+		}
 		if err != nil {
 			r.drop(name, client)
 			if fresh {
@@ -265,6 +271,34 @@ func (r *Relay) run(ctx context.Context, name string, caller shell.Caller, line 
 		return stdout, stderr, status, err
 	}
 	return nil, nil, shell.StatusServer, serverErr("no connection")
+}
+
+// openSession opens a session channel within ctx. x/crypto's NewSession
+// waits for the peer's answer without a deadline; when ctx ends first, the
+// caller drops the connection, which ends the wait.
+func openSession(ctx context.Context, client *ssh.Client) (*ssh.Session, error) {
+	type opened struct {
+		sess *ssh.Session
+		err  error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		s, err := client.NewSession()
+		ch <- opened{s, err}
+	}()
+	select {
+	case o := <-ch:
+		return o.sess, o.err
+	case <-ctx.Done():
+		go func() {
+			// Close what arrives late; the dropped connection makes
+			// NewSession return.
+			if o := <-ch; o.sess != nil {
+				o.sess.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
 
 func (r *Relay) exec(ctx context.Context, sess *ssh.Session, req string) ([]byte, []byte, int, error) {

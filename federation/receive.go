@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/keys"
 	"github.com/tsadmin-dev/tsadmin/shell"
 )
@@ -33,7 +34,8 @@ func (r *Receiver) Serve(ctx context.Context, ch shell.Channel, peer, payload st
 	// The caller as the peer names them; the audit record says so, with
 	// the peer, whether or not this server accepts the mapping.
 	claimed := shell.Caller{
-		Identity: keys.Identity{Name: req.Admin, Fingerprint: req.Fingerprint, Method: "relayed"},
+		// The peer's words, bounded: they reach the audit log.
+		Identity: keys.Identity{Name: audit.Clip(req.Admin, 64), Fingerprint: audit.Clip(req.Fingerprint, 128), Method: "relayed"},
 		Via:      peer, Mode: shell.ModeExec,
 	}
 	run := r.Env.Audited(func(ctx context.Context, c shell.Caller, line string, stdout, stderr io.Writer) shell.Outcome {

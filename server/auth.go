@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+	"net"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -68,7 +70,13 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 			// not when the admin's connection ends, hours later.
 			s.audit.Refused(meta.RemoteAddr().String(), refusalsOf(ctx))
 			s.audit.Accepted(meta.RemoteAddr().String(), meta.User(), "publickey", id.Fingerprint, id.Name, id.Method)
-			return &gossh.Permissions{ExtraData: map[any]any{permissionsKey{}: &verified{id: *id, key: key}}}, nil
+			v := &verified{id: *id, key: key}
+			// Known to the connection from now on, so that a reload
+			// re-checks it even before it opens a session.
+			if c, ok := ctx.Value(connKey{}).(*connState); ok {
+				c.setIdentity(v)
+			}
+			return &gossh.Permissions{ExtraData: map[any]any{permissionsKey{}: v}}, nil
 		},
 		AuthLogCallback: func(meta gossh.ConnMetadata, method string, err error) {
 			// The first "none" probe is how every client starts, not an
@@ -79,6 +87,21 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 		},
 	}
 	return sc
+}
+
+// stillValid reports whether the policy in force now authenticates v's
+// key as the same identity with the same grants. An identity is decided at
+// authentication, but a reload or an expiry-time may end it while the
+// connection lives: every new session channel is checked again.
+func (s *Server) stillValid(remote net.Addr, v *verified) error {
+	id, err := s.policy.Load().Authenticate(remote, v.key, time.Now())
+	if err != nil {
+		return err
+	}
+	if id.Name != v.id.Name || id.Peer != v.id.Peer || id.Grants != v.id.Grants {
+		return errors.New("the key now belongs to another identity or grants something else (configuration reload); log in again")
+	}
+	return nil
 }
 
 // identityOf returns the identity bound to a connection at authentication.

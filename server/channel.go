@@ -58,6 +58,13 @@ func (s *Server) handleSession(_ *gliderssh.Server, conn *gossh.ServerConn, newC
 		newChan.Reject(gossh.Prohibited, "not authenticated")
 		return
 	}
+	if err := s.stillValid(cs.remote, v); err != nil {
+		s.audit.Event("session.refused", slog.String("admin", v.id.Name+v.id.Peer),
+			slog.String("fingerprint", v.id.Fingerprint), slog.String("reason", err.Error()))
+		newChan.Reject(gossh.Prohibited, err.Error())
+		go cs.hangup()
+		return
+	}
 	cfg := s.cfg.Load()
 	limit := cfg.Limits.MaxSessionsPerConnection
 	if v.id.Peer != "" {

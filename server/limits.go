@@ -265,6 +265,12 @@ func (c *connState) closedConn() {
 	c.srv.audit.Refused(c.remote.String(), &c.refusals)
 }
 
+func (c *connState) setIdentity(v *verified) {
+	c.mu.Lock()
+	c.v, c.key = v, v.key
+	c.mu.Unlock()
+}
+
 func (c *connState) identity() *verified {
 	c.mu.Lock()
 	defer c.mu.Unlock()

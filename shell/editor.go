@@ -113,9 +113,18 @@ func newInputGuard(r io.Reader, idle time.Duration, onIdle func()) *inputGuard {
 }
 
 // stop stops the idle timer; calling it again does nothing.
-func (g *inputGuard) stop() {
+func (g *inputGuard) stop() { g.pause() }
+
+// pause stops the idle timer while a command runs; resume starts it anew.
+func (g *inputGuard) pause() {
 	if g.timer != nil {
 		g.timer.Stop()
+	}
+}
+
+func (g *inputGuard) resume() {
+	if g.timer != nil {
+		g.timer.Reset(g.idle)
 	}
 }
 

@@ -132,6 +132,11 @@ func parseArgs(cmd Command, args []string) (Command, error) {
 	name := cmd.Verb
 	for _, a := range args {
 		if !isOption(a) {
+			if a == "" {
+				// logoff "$NAME" with NAME empty must not become a bare
+				// logoff, which ends the caller's own session.
+				return Command{}, usagef("%s: an empty argument; name a session, or give none", name)
+			}
 			if cmd.Target != "" {
 				return Command{}, usagef("%s: one session at a time (got %s and %s)", name, quoteWord(cmd.Target), quoteWord(a))
 			}

@@ -94,6 +94,10 @@ func (e *Env) Exec(ctx context.Context, c Caller, line string, stdout, stderr io
 // keeps; the rest is counted.
 const maxAuditLine = 256
 
+// maxAuditWord is how much of each word of a parsed line the audit log
+// keeps.
+const maxAuditWord = 128
+
 // Audited wraps next so that each line it runs leaves exactly one audit
 // record: who (and through which peer), the words, the status, why it
 // failed and how long it took. A blank line leaves none.
@@ -104,9 +108,14 @@ func (e *Env) Audited(next Handler) Handler {
 		if out.Words == nil && out.Status == StatusOK {
 			return out
 		}
-		words := out.Words
-		if words == nil {
-			words = []string{cut(line, maxAuditLine)}
+		// What the admin typed is bounded in the record: each word, or
+		// a line that did not parse, cut and escaped with its length.
+		words := []string{cut(line, maxAuditLine)}
+		if out.Words != nil {
+			words = make([]string, len(out.Words))
+			for i, w := range out.Words {
+				words[i] = cut(w, maxAuditWord)
+			}
 		}
 		reason := ""
 		if out.Err != nil {
@@ -316,7 +325,7 @@ func (e *Env) logoff(ctx context.Context, c Caller, cmd Command, stdout io.Write
 	var target sessions.Session
 	if cmd.Target == "" {
 		if c.Session == 0 {
-			return false, usagef("logoff: a relayed logoff must name a session")
+			return false, usagef("a relayed logoff must name a session")
 		}
 		target, err = sessions.Find(list, fmt.Sprint(c.Session))
 	} else {

@@ -145,21 +145,26 @@ func (s *Session) runExec(ctx context.Context, line string) {
 func (s *Session) runScript(ctx context.Context) {
 	r := bufio.NewReaderSize(s.ch, MaxLineBytes+2)
 	status := StatusOK
+	var sofar atomic.Int32 // status, for the idle timer
 	var last Outcome
 	// A script that stops sending without closing its input is ended
-	// after the idle timeout, like an interactive session.
+	// after the idle timeout, like an interactive session, with the
+	// status it has so far. The timer does not run while a command does
+	// (a logoff may wait out /delay).
 	idle := s.env.Idle()
 	timer := time.AfterFunc(idle, func() {
 		s.Notify("tsadmin: idle timeout; closing the session")
-		s.ch.Exit(StatusOK)
+		s.ch.Exit(int(sofar.Load()))
 	})
 	defer timer.Stop()
 	for {
 		line, err := readScriptLine(r)
-		timer.Reset(idle)
+		timer.Stop()
 		if errors.Is(err, errLineTooLong) {
 			fmt.Fprintf(s.errOut, "tsadmin: the line is longer than %d bytes\n", MaxLineBytes)
 			status = ScriptStatus(status, StatusUsage)
+			sofar.Store(int32(status))
+			timer.Reset(idle)
 			continue
 		}
 		if line == "" && err != nil {
@@ -167,9 +172,11 @@ func (s *Session) runScript(ctx context.Context) {
 		}
 		last = s.exec(ctx, ModeScript, line, s.out, s.errOut)
 		status = ScriptStatus(status, last.Status)
+		sofar.Store(int32(status))
 		if last.End || err != nil || ctx.Err() != nil {
 			break
 		}
+		timer.Reset(idle)
 	}
 	s.finish(last, status)
 }
@@ -226,7 +233,9 @@ func (s *Session) runInteractive(ctx context.Context) {
 			s.finish(last, InteractiveStatus(msg != ""))
 			return
 		}
+		ed.in.pause() // no idle timeout while a command runs
 		last = s.exec(ctx, ModeInteractive, line, out, out)
+		ed.in.resume()
 		if last.End || ctx.Err() != nil {
 			break
 		}
