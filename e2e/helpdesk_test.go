@@ -276,3 +276,57 @@ func TestQueryProcessOfARealLogin(t *testing.T) {
 		t.Errorf("no such process: %d", r.Status)
 	}
 }
+
+// logoff /user:NAME /server:* ends the user's sessions on this server and
+// on every peer, each peer deciding with its own roles; a query process
+// is relayed to one peer, and /server:* is refused for it.
+func TestRelayedLogoffUserEverywhere(t *testing.T) {
+	k, admins := fedAdmins(t)
+	nodes := startFederation(t, []string{"A", "B"}, admins, nil)
+	a, b := nodes["A"], nodes["B"]
+
+	// carol's sessions on both servers; alice (operator everywhere) ends
+	// them all from A.
+	onA, onB := a.Open(k.carol), b.Open(k.carol)
+	r := a.Run(k.alice, "", "logoff", "/user:carol", "/server:*", "/v")
+	if r.Status != 0 {
+		t.Fatalf("everywhere: %d %q %q", r.Status, r.Stdout, r.Stderr)
+	}
+	if !onA.Exited(5*time.Second) || !onB.Exited(5*time.Second) {
+		t.Fatal("a session of carol is still connected")
+	}
+	if !strings.Contains(r.Stdout, "on server A") || !strings.Contains(r.Stdout, "on server B") {
+		t.Errorf("the /v report lacks a server: %q", r.Stdout)
+	}
+	if !hasAudit(b.Audit(), func(m map[string]any) bool {
+		return m["msg"] == "logoff.outcome" && m["via"] == "A" && m["admin"] == "alice" && m["session_user"] == "carol" && m["result"] == "ok"
+	}) {
+		t.Error("B did not audit the relayed logoff")
+	}
+
+	// carol is an operator on A but a viewer on B: A ends alice's session
+	// there, B refuses; the status says so.
+	aliceA, aliceB := a.Open(k.alice), b.Open(k.alice)
+	r = a.Run(k.carol, "", "logoff", "/user:alice", "/server:*")
+	if r.Status != shell.StatusDenied || !strings.Contains(r.Stderr, "access denied") {
+		t.Fatalf("refused on B: want 5, got %d %q", r.Status, r.Stderr)
+	}
+	if !aliceA.Exited(5 * time.Second) {
+		t.Fatal("alice's session on A, which carol may end, is still connected")
+	}
+	if aliceB.Exited(300 * time.Millisecond) {
+		t.Fatal("B ended a session its roles do not let carol end")
+	}
+
+	// Nobody of that name anywhere: 1.
+	if r := a.Run(k.alice, "", "logoff", "/user:nobody", "/server:*"); r.Status != shell.StatusNotFound {
+		t.Errorf("no session anywhere: want 1, got %d %q", r.Status, r.Stderr)
+	}
+	// query process goes to one peer; tsadmin's own sessions run nothing.
+	if r := a.Run(k.alice, "", "query", "process", "/server:B"); r.Status != 0 || !strings.HasPrefix(r.Stdout, " USERNAME") {
+		t.Errorf("relayed query process: %d %q %q", r.Status, r.Stdout, r.Stderr)
+	}
+	if r := a.Run(k.alice, "", "query", "process", "/server:*"); r.Status != shell.StatusUsage {
+		t.Errorf("query process /server:*: want 2, got %d", r.Status)
+	}
+}
