@@ -647,6 +647,16 @@ func (s *Source) Processes(ctx context.Context, list []sessions.Session) (map[st
 			})
 		}
 		release(held)
+		// The leader first, then by PID: a stable order to read.
+		slices.SortStableFunc(ps, func(a, b sessions.Process) int {
+			switch {
+			case a.PID == h.leader:
+				return -1
+			case b.PID == h.leader:
+				return 1
+			}
+			return cmp.Compare(a.PID, b.PID)
+		})
 		out[target.Key] = ps
 	}
 	return out, nil
