@@ -108,15 +108,28 @@ func (e *Env) logoff(ctx context.Context, c Caller, cmd Command, stdout, stderr 
 	errs := make([]error, len(others))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, maxParallelLogoffs)
+	var panicked any
+	var panicOnce sync.Once
 	for i, p := range others {
 		wg.Add(1)
 		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots; wg.Done() }()
+			// A bug in a source must reach the session's own recover,
+			// as it would without the goroutine: a panic here would
+			// take the whole server down.
+			defer func() {
+				if r := recover(); r != nil {
+					panicOnce.Do(func() { panicked = r })
+				}
+			}()
 			errs[i] = e.end(ctx, c, cmd, p, verbose)
 		}()
 	}
 	wg.Wait()
+	if panicked != nil {
+		panic(panicked)
+	}
 	if own != nil {
 		verbose("Ending the current session %d.", own.s.ID)
 		e.Audit.LogoffOutcome(own.rec, nil)
