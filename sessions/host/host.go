@@ -639,11 +639,11 @@ func (s *Source) Processes(ctx context.Context, list []sessions.Session) (map[st
 			}
 			var start time.Time
 			if boot > 0 {
-				start = time.Unix(boot, 0).Add(time.Duration(p.p.start) * time.Second / time.Duration(s.clkTck))
+				start = time.Unix(boot, 0).Add(s.ticks(p.p.start))
 			}
 			ps = append(ps, sessions.Process{
 				PID: p.p.pid, User: names[p.uid], Command: p.p.comm, Start: start,
-				CPU: time.Duration(p.p.cpu) * time.Second / time.Duration(s.clkTck),
+				CPU: s.ticks(p.p.cpu),
 			})
 		}
 		release(held)
@@ -660,6 +660,13 @@ func (s *Source) Processes(ctx context.Context, list []sessions.Session) (map[st
 		out[target.Key] = ps
 	}
 	return out, nil
+}
+
+// ticks converts clock ticks to a duration, whole seconds first so that
+// years of uptime do not overflow.
+func (s *Source) ticks(n uint64) time.Duration {
+	hz := uint64(s.clkTck)
+	return time.Duration(n/hz)*time.Second + time.Duration(n%hz)*time.Second/time.Duration(hz)
 }
 
 // forget drops the cached listing.

@@ -322,3 +322,13 @@ func TestProcessesOfARealLogin(t *testing.T) {
 		t.Errorf("the login manager is not first: %+v", byKey[s.Key])
 	}
 }
+
+// Start and CPU times of a machine up for years: ticks times 1e9 would
+// overflow a time.Duration after about 2.9 years at 100 Hz.
+func TestTicksOfYearsDoNotOverflow(t *testing.T) {
+	src := &Source{clkTck: 100}
+	fiveYears := 5 * 365 * 24 * time.Hour
+	if got := src.ticks(uint64(fiveYears/time.Second)*100 + 25); got != fiveYears+250*time.Millisecond {
+		t.Errorf("five years and 25 ticks: %s", got)
+	}
+}
