@@ -145,6 +145,7 @@ type Logoff struct {
 	SessionUser   string
 	SessionSource string
 	Rule          string // the rule that allowed or denied it
+	Now           bool   // logoff /now: SIGKILL at once, no SIGHUP and no grace
 }
 
 func (e Logoff) attrs() []slog.Attr {
@@ -152,7 +153,7 @@ func (e Logoff) attrs() []slog.Attr {
 		slog.String("admin", e.Admin), slog.String("via", e.Via), slog.String("server", e.Server),
 		slog.Int("session_id", e.SessionID), slog.String("session_name", e.SessionName),
 		slog.String("session_user", e.SessionUser), slog.String("session_source", e.SessionSource),
-		slog.String("rule", e.Rule),
+		slog.String("rule", e.Rule), slog.Bool("now", e.Now),
 	}
 }
 

@@ -36,7 +36,7 @@ func (p panickySource) List(context.Context) ([]sessions.Session, error) {
 	}
 	return []sessions.Session{{Name: "pts/9", User: "bob", Type: "sshd", Key: "k", State: sessions.Active}}, nil
 }
-func (panickySource) Logoff(context.Context, sessions.Session, string, sessions.Reporter) error {
+func (panickySource) Logoff(context.Context, sessions.Session, sessions.LogoffRequest) error {
 	panic("a bug in logoff")
 }
 
@@ -213,10 +213,10 @@ func (hostileSource) List(context.Context) ([]sessions.Session, error) {
 		Device: "evil\r\nFAKE ROW", State: sessions.Active,
 	}}, nil
 }
-func (hostileSource) Logoff(_ context.Context, _ sessions.Session, _ string, report sessions.Reporter) error {
+func (hostileSource) Logoff(_ context.Context, _ sessions.Session, req sessions.LogoffRequest) error {
 	// What /v says comes from the host too: a process may name itself
 	// anything (prctl PR_SET_NAME).
-	report.Report("1 process: 4242 (%s)", "\x1b]0;PWNED\x07\x1b[2J")
+	req.Report.Report("1 process: 4242 (%s)", "\x1b]0;PWNED\x07\x1b[2J")
 	return nil
 }
 

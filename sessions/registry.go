@@ -219,14 +219,51 @@ func (r *Registry) source(s Session) (Source, error) {
 	return nil, Errorf(ErrNotFound, "source %q is not configured", s.Source)
 }
 
-// Logoff ends s through the source that listed it. by is the admin who
-// asked, for the sources that can tell the session's user.
-func (r *Registry) Logoff(ctx context.Context, s Session, by string, report Reporter) error {
+// Logoff ends s through the source that listed it, as req asks.
+func (r *Registry) Logoff(ctx context.Context, s Session, req LogoffRequest) error {
 	src, err := r.source(s)
 	if err != nil {
 		return err
 	}
-	return src.Logoff(ctx, s, by, report)
+	return src.Logoff(ctx, s, req)
+}
+
+// Processes returns the processes of the sessions of list, keyed by
+// session ID, each source asked once for its own sessions. Sessions of a
+// source that is no ProcessLister have none; a source that fails is
+// reported in errs and the others still answer.
+func (r *Registry) Processes(ctx context.Context, list []Session) (procs map[int][]Process, errs []error) {
+	bySource := map[string][]Session{}
+	var order []string
+	for _, s := range list {
+		if bySource[s.Source] == nil {
+			order = append(order, s.Source)
+		}
+		bySource[s.Source] = append(bySource[s.Source], s)
+	}
+	procs = map[int][]Process{}
+	for _, name := range order {
+		src, err := r.source(bySource[name][0])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		lister, ok := src.(ProcessLister)
+		if !ok {
+			continue
+		}
+		byKey, err := lister.Processes(ctx, bySource[name])
+		if err != nil {
+			errs = append(errs, &SourceError{Source: name, Err: err})
+			continue
+		}
+		for _, s := range bySource[name] {
+			if ps, ok := byKey[s.Key]; ok {
+				procs[s.ID] = ps
+			}
+		}
+	}
+	return procs, errs
 }
 
 // Message writes text to the terminal of s, where its source can.

@@ -21,7 +21,7 @@ func (f *fakeSource) List(context.Context) ([]Session, error) {
 	defer f.mu.Unlock()
 	return append([]Session(nil), f.list...), f.err
 }
-func (f *fakeSource) Logoff(context.Context, Session, string, Reporter) error { return nil }
+func (f *fakeSource) Logoff(context.Context, Session, LogoffRequest) error { return nil }
 func (f *fakeSource) set(keys ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -64,9 +64,37 @@ type Source interface {
 	// List returns the current sessions with Key, and not ID, set.
 	List(ctx context.Context) ([]Session, error)
 	// Logoff ends the session s, which came from this source's List, and
-	// returns once it is gone, or an error saying what survived. by is
-	// the admin who asked.
-	Logoff(ctx context.Context, s Session, by string, report Reporter) error
+	// returns once it is gone, or an error saying what survived.
+	Logoff(ctx context.Context, s Session, req LogoffRequest) error
+}
+
+// LogoffRequest is how a session is to be ended, and for whom.
+type LogoffRequest struct {
+	By     string   // the admin who asked, for the sources that tell the session's user
+	Report Reporter // the step-by-step account for /v; may be nil
+	// Now ends the session at once (logoff /now, Windows' reset session):
+	// SIGKILL with no SIGHUP and no grace, where the source signals
+	// processes itself.
+	Now bool
+}
+
+// Process is one process of a session, as `query process` shows it.
+type Process struct {
+	PID     int
+	User    string        // the user the process runs as (its real uid)
+	Command string        // its name (comm), as the process set it: text from outside
+	Start   time.Time     // when it started; zero if unknown
+	CPU     time.Duration // user and system CPU time so far
+}
+
+// ProcessLister is implemented by sources whose sessions have processes
+// of their own (the host source). A source that does not implement it
+// lists none: tsadmin's own sessions run no program.
+type ProcessLister interface {
+	// Processes returns the processes of each session of list (all from
+	// this source's List), keyed by Session.Key. A session that has ended
+	// meanwhile is absent.
+	Processes(ctx context.Context, list []Session) (map[string][]Process, error)
 }
 
 // Messenger is implemented by sources that can write a message to a

@@ -127,14 +127,16 @@ func (src *ShellSource) List(ctx context.Context) ([]Session, error) {
 }
 
 // Logoff implements Source: it asks the connection to close and waits until
-// the session has gone.
-func (src *ShellSource) Logoff(ctx context.Context, target Session, by string, report Reporter) error {
+// the session has gone. A tsadmin session runs no program, so /now (Now)
+// changes nothing: closing the connection is already immediate.
+func (src *ShellSource) Logoff(ctx context.Context, target Session, req LogoffRequest) error {
+	report := req.Report
 	s, err := src.live(target)
 	if err != nil {
 		return err
 	}
 	report.Report("closing the SSH connection of %s (%s) from %s", s.Name(), s.admin, s.device)
-	s.ctl.Kick(by)
+	s.ctl.Kick(req.By)
 	select {
 	case <-s.done:
 		report.Report("session %d ended", target.ID)

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tsadmin-dev/tsadmin/config"
 	"github.com/tsadmin-dev/tsadmin/keys"
 )
 
@@ -75,7 +76,7 @@ func (m *completer) candidates(before string) []string {
 	verb := words[0]
 	if verb == "query" {
 		if len(words) == 1 {
-			return []string{"session", "user"}
+			return []string{"session", "user", "process"}
 		}
 		verb = "query " + words[1]
 	}
@@ -86,9 +87,15 @@ func (m *completer) candidates(before string) []string {
 			return []string{"logoff", "query", "qwinsta", "quser"}
 		}
 	case "logoff":
-		return append(append([]string{"/v", "/?", "/msg:", "/delay:"}, servers...), m.loggableSessions()...)
+		list := append([]string{"/v", "/?", "/msg:", "/delay:", "/now", "/user:"}, servers...)
+		if m.env.Peers != nil && len(m.env.Peers.Names()) > 0 {
+			list = append(list, "/server:*") // valid with /user: only
+		}
+		return append(list, m.loggableSessions()...)
 	case "query session", "query user", "qwinsta", "quser":
 		return append([]string{"/fo:table", "/fo:json", "/?"}, servers...)
+	case "query process":
+		return append([]string{"*", "/id:", "/fo:table", "/fo:json", "/?"}, servers...)
 	}
 	return nil
 }
@@ -119,6 +126,9 @@ func (m *completer) loggableSessions() []string {
 		// Only names that are safe to type back in.
 		if s.Name != "" && Clean(s.Name) == s.Name && !strings.ContainsAny(s.Name, " \t'\"\\#") {
 			out = append(out, s.Name)
+		}
+		if config.ValidName(s.User) {
+			out = append(out, "/user:"+s.User)
 		}
 	}
 	return out

@@ -78,6 +78,10 @@ func TestCompletionMatchesIgnoringCase(t *testing.T) {
 		{"quser /fo:J", "quser /fo:Json "},
 		{"exİt", ""}, // İ folds to no ASCII letter: no completion, no crash
 		{"logoff /SERVER:wf", "logoff /SERVER:wf12 "},
+		{"query PR", "query PRocess "},
+		{"query process /I", "query process /Id:"},
+		{"logoff 3 /n", "logoff 3 /now "},
+		{"logoff /us", "logoff /user:"},
 	}
 	for _, c := range cases {
 		got, _, ok := m.complete(c.line, len(c.line), '\t')

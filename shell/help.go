@@ -8,8 +8,11 @@ const helpGeneral = `tsadmin: see and end login sessions, without a shell.
 
   query session [sessionname | username | sessionID] [/server:name] [/fo:json]
   query user [username | sessionname | sessionID] [/server:name] [/fo:json]
-  logoff [sessionID | sessionname] [/server:name] [/v] [/msg:"text"] [/delay:s]
-  help [logoff | query | query session | query user]
+  query process [* | processID | username | sessionname | /id:nn | programname]
+                [/server:name] [/fo:json]
+  logoff [sessionID | sessionname] [/server:name] [/v] [/msg:"text"] [/delay:s] [/now]
+  logoff /user:username [/server:name | /server:*] [/v] [/msg:"text"] [/delay:s] [/now]
+  help [logoff | query | query session | query user | query process]
   exit
 
 Aliases: qwinsta = query session, quser = query user.
@@ -23,19 +26,28 @@ Type COMMAND /? for the syntax of one command.
 const helpLogoff = `LOGOFF terminates a session.
 
 Syntax
-  logoff [sessionID] [/server:servername] [/v] [/msg:"text"] [/delay:seconds] [/?]
-  logoff [sessionname] [/server:servername] [/v] [/msg:"text"] [/delay:seconds] [/?]
+  logoff [sessionID] [/server:servername] [/v] [/msg:"text"] [/delay:seconds] [/now] [/?]
+  logoff [sessionname] [/server:servername] [/v] [/msg:"text"] [/delay:seconds] [/now] [/?]
+  logoff /user:username [/server:servername | /server:*] [/v] [/msg:"text"] [/delay:seconds] [/now] [/?]
 
 Parameters
   sessionID            The ID of the session, as query session shows it.
   sessionname          The name of the session (ssh#4, pts/3, tty1). It must
                        identify exactly one active session.
+  /user:username       Every session of this user (USERNAME in query
+                       session) that you may log off, in one command.
   /server:servername   The tsadmin server holding the session. Otherwise the
-                       current server is used.
+                       current server is used. With /user: only, /server:*
+                       asks every configured server, each deciding with its
+                       own roles.
   /v                   Displays information about the actions being performed.
   /msg:"text"          Writes text to the session's terminal before it ends.
   /delay:seconds       Waits this many seconds (0-3600) after the message,
-                       so the user can save their work.
+                       so the user can save their work (once, for all the
+                       sessions of /user:).
+  /now                 Ends the session at once, as reset session does:
+                       SIGKILL with no SIGHUP and no grace period. Unsaved
+                       work is lost.
   /?                   Displays this help.
 
 Security restrictions
@@ -47,12 +59,22 @@ Notes
   It is recommended that users end their programs normally first, so that no
   data is lost; /msg and /delay give them the chance.
   If no ID or name is given, logoff terminates the current session.
-  Host sessions get SIGHUP, then SIGKILL after the grace period.
+  Host sessions get SIGHUP, then SIGKILL after the grace period; with /now,
+  SIGKILL at once. The audit log records /now (now=true).
+  /user: takes the user's sessions from one listing made when the command
+  starts: a session that starts later is not touched. Each session is
+  checked, audited and ended as a single logoff would be; those you may
+  not log off are named on stderr and left alone.
+  Exit status of /user: 0 when every session ended; otherwise the first of
+  3 (a session did not end), 7 (a /server:* peer could not be asked),
+  5 (a session was refused), and 1 only when no server found a session.
 
 Examples
   To terminate the current session, type:     logoff
   To terminate session 12, type:               logoff 12
   To terminate session TERM04 on server WF12:  logoff TERM04 /server:WF12
+  To reset session 12 at once, type:           logoff 12 /now
+  To log student42 off everywhere, type:       logoff /user:student42 /server:*
 `
 
 const helpQuery = `QUERY displays information about sessions.
@@ -60,9 +82,41 @@ const helpQuery = `QUERY displays information about sessions.
 Syntax
   query session [sessionname | username | sessionID] [/server:servername] [/fo:table|json] [/?]
   query user [username | sessionname | sessionID] [/server:servername] [/fo:table|json] [/?]
+  query process [* | processID | username | sessionname | /id:nn | programname] [/server:servername] [/fo:table|json] [/?]
 
 Aliases: qwinsta = query session, quser = query user.
-Type query session /? or query user /? for details.
+Type query session /?, query user /? or query process /? for details.
+`
+
+const helpQueryProcess = `QUERY PROCESS displays information about the processes of sessions.
+
+Syntax
+  query process [* | processID | username | sessionname | /id:nn | programname]
+                [/server:servername] [/fo:table|json] [/?]
+
+Parameters
+  *                    Lists the processes of every session (the default).
+  processID            Lists the process with this PID.
+  username             Lists the processes of this user (the process's user
+                       or the session's).
+  sessionname          Lists the processes of the session with this name.
+  /id:nn               Lists the processes of the session with this ID.
+  programname          Lists the processes with this name (IMAGE).
+  /server:servername   The tsadmin server to query (one server; not *).
+  /fo:table|json       The output format: the table (default) or JSON, one
+                       object per process, with its start time and CPU time.
+  /?                   Displays this help.
+
+Notes
+  The processes of a session are those a logoff of it would signal now.
+  tsadmin's own sessions run no program and list none.
+  IMAGE is the name a process gave itself; anything unprintable in it is
+  shown escaped ().
+
+Examples
+  query process
+  query process /id:12
+  query process bash /fo:json
 `
 
 const helpQuerySession = `QUERY SESSION displays information about sessions on a tsadmin server.
@@ -118,7 +172,7 @@ Examples
 const helpHelp = `HELP shows the commands, or one command's help.
 
 Syntax
-  help [logoff | query | query session | query user]
+  help [logoff | query | query session | query user | query process]
 `
 
 const helpExit = `EXIT ends the interactive shell (so does QUIT, and Ctrl-D).
@@ -133,6 +187,7 @@ var helpTopics = map[string]string{
 	"qwinsta":       helpQuerySession,
 	"query user":    helpQueryUser,
 	"quser":         helpQueryUser,
+	"query process": helpQueryProcess,
 	"help":          helpHelp,
 	"exit":          helpExit,
 	"quit":          helpExit,

@@ -38,6 +38,17 @@ func TestParseCommands(t *testing.T) {
 		{"query user", Command{Verb: VerbQueryUser}},
 		{"quser alice /fo:table", Command{Verb: VerbQueryUser, Target: "alice"}},
 		{"query /?", Command{Verb: VerbHelp, Help: true, Topic: "query"}},
+		{"logoff /user:tsstu42", Command{Verb: VerbLogoff, User: "tsstu42"}},
+		{"LOGOFF /USER:Bob /server:* /v /now", Command{Verb: VerbLogoff, User: "Bob", Server: "*", Verbose: true, Now: true}},
+		{`logoff /user:bob /msg:"Lab closes" /delay:2 /server:WF12`, Command{Verb: VerbLogoff, User: "bob", Server: "WF12", Message: "Lab closes", Delay: 2}},
+		{"logoff 12 /now", Command{Verb: VerbLogoff, Target: "12", Now: true}},
+		{"logoff -NOW", Command{Verb: VerbLogoff, Now: true}},
+		{"query process", Command{Verb: VerbQueryProcess}},
+		{"Query Process * /fo:json", Command{Verb: VerbQueryProcess, Target: "*", Format: FormatJSON}},
+		{"query process /id:0012 /server:WF12", Command{Verb: VerbQueryProcess, ID: 12, HasID: true, Server: "WF12"}},
+		{"query process 4242", Command{Verb: VerbQueryProcess, Target: "4242"}},
+		{"query process /?", Command{Verb: VerbQueryProcess, Help: true}},
+		{"help query process", Command{Verb: VerbHelp, Topic: "query process"}},
 		{"help", Command{Verb: VerbHelp}},
 		{"help query session", Command{Verb: VerbHelp, Topic: "query session"}},
 		{"HELP Logoff", Command{Verb: VerbHelp, Topic: "logoff"}},
@@ -60,6 +71,7 @@ func TestParseCommands(t *testing.T) {
 		if got.Verb != c.want.Verb || got.Target != c.want.Target || got.Server != c.want.Server ||
 			got.Verbose != c.want.Verbose || got.Help != c.want.Help || got.Topic != c.want.Topic ||
 			got.Message != c.want.Message || got.Delay != c.want.Delay ||
+			got.User != c.want.User || got.Now != c.want.Now || got.ID != c.want.ID || got.HasID != c.want.HasID ||
 			(c.want.Format != "" && got.Format != c.want.Format) {
 			t.Errorf("%q:\n got  %+v\n want %+v", c.line, got, c.want)
 		}
@@ -98,7 +110,23 @@ func TestHostileLinesAreUsageErrors(t *testing.T) {
 		{"empty server", "logoff /server:", "needs a name"},
 		{"bare server", "logoff /server", "needs a name"},
 		{"server with a path", "logoff /server:../x", "not a server name"},
-		{"logoff everywhere", "logoff 3 /server:*", "not allowed"},
+		{"logoff everywhere", "logoff 3 /server:*", "only with /user:"},
+		{"logoff everywhere, no user", "logoff /server:* /v", "only with /user:"},
+		{"user and session", "logoff 3 /user:bob", "not both"},
+		{"empty user", "logoff /user:", "needs a user name"},
+		{"bare user", "logoff /user", "needs a user name"},
+		{"user with a path", "logoff /user:../root", "needs a user name"},
+		{"two users", "logoff /user:a /user:b", "given twice"},
+		{"valued /now", "logoff 3 /now:1", "unknown option"},
+		{"/now on query", "query session /now", "unknown option"},
+		{"/user on query", "query session /user:bob", "unknown option"},
+		{"/id on logoff", "logoff /id:3", "unknown option"},
+		{"process everywhere", "query process /server:*", "name one server"},
+		{"bad /id", "query process /id:x", "/id takes"},
+		{"empty /id", "query process /id:", "/id takes"},
+		{"two /id", "query process /id:1 /id:2", "given twice"},
+		{"/id and a target", "query process /id:1 bash", "not both"},
+		{"two process targets", "query process bash sh", "one session at a time"},
 		{"two servers", "quser /server:a /server:b", "given twice"},
 		{"bad format", "qwinsta /fo:xml", "table or json"},
 		{"/fo on logoff", "logoff 3 /fo:json", "unknown option"},
@@ -107,7 +135,7 @@ func TestHostileLinesAreUsageErrors(t *testing.T) {
 		{"negative number", "logoff -5", "unknown option"},
 		{"two targets", "logoff 3 4", "one session at a time"},
 		{"query alone", "query", "say what"},
-		{"query what", "query process", "unknown object"},
+		{"query what", "query processes", "unknown object"},
 		{"exit with words", "exit now", "no arguments"},
 		{"help on nothing", "help me", "no help"},
 		{"delay too long", "logoff 3 /delay:99999", "0 to 3600"},
@@ -167,13 +195,17 @@ func TestExitStatusIsDecidedInOnePlace(t *testing.T) {
 	}
 }
 
-var knownVerbs = map[string]bool{VerbNone: true, VerbLogoff: true, VerbQuerySession: true, VerbQueryUser: true, VerbHelp: true, VerbExit: true}
+var knownVerbs = map[string]bool{VerbNone: true, VerbLogoff: true, VerbQuerySession: true, VerbQueryUser: true, VerbQueryProcess: true, VerbHelp: true, VerbExit: true}
 
 func FuzzParse(f *testing.F) {
 	for _, seed := range []string{
 		"logoff 12", "logoff #12", `logoff "TERM 04`, "query session /server:*", "quser alice /fo:json",
 		"logoff 3 /msg:\"hi\" /delay:5", "help query session", "logoff \x1b[2J", "logoff \xff", "a\\", "'#'",
 		"logoff 99999999999", "query session; id", "exit", "# comment", "logoff \u202e1",
+		"logoff /user:tsstu42 /server:* /v", "logoff /user:bob /msg:\"bye\" /delay:1 /now", "logoff 12 /now",
+		"logoff /server:* /user:", "logoff 3 /user:x", "query process", "query process * /fo:json",
+		"query process /id:7 /server:WF12", "query process 4242", "query process bash", "query process /server:*",
+		"query process /id:1 x", "help query process",
 	} {
 		f.Add(seed)
 	}
@@ -206,8 +238,65 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("%q: split differs on a second look", line)
 			}
 		}
-		if cmd.Verb == VerbLogoff && cmd.Server == "*" {
-			t.Fatalf("%q: logoff /server:* parsed", line)
+		if cmd.Verb == VerbLogoff && cmd.Server == "*" && cmd.User == "" {
+			t.Fatalf("%q: logoff /server:* parsed without /user:", line)
+		}
+		if cmd.Verb == VerbLogoff && cmd.User != "" && cmd.Target != "" {
+			t.Fatalf("%q: logoff with both a session and /user: parsed", line)
+		}
+		if cmd.Verb == VerbQueryProcess && cmd.Server == "*" {
+			t.Fatalf("%q: query process /server:* parsed", line)
 		}
 	})
+}
+
+// The status of a command of several outcomes (logoff /user:, /server:*).
+func TestCombineStatus(t *testing.T) {
+	cases := []struct {
+		in   []int
+		want int
+	}{
+		{[]int{StatusOK}, StatusOK},
+		{[]int{StatusOK, StatusOK}, StatusOK},
+		{[]int{StatusOK, StatusDenied}, StatusDenied},
+		{[]int{StatusDenied, StatusNotEnded, StatusOK}, StatusNotEnded},
+		{[]int{StatusServer, StatusDenied}, StatusServer},
+		{[]int{StatusNotEnded, StatusServer}, StatusNotEnded},
+		{[]int{StatusNotFound, StatusOK}, StatusOK},             // found and ended somewhere
+		{[]int{StatusNotFound, StatusNotFound}, StatusNotFound}, // nowhere
+		{[]int{StatusNotFound, StatusDenied}, StatusDenied},
+		{[]int{StatusInternal, StatusNotEnded}, StatusInternal},
+		{[]int{StatusUsage, StatusNotEnded}, StatusUsage}, // a peer that cannot run the line
+		{[]int{StatusOK, 9}, 9},                           // a peer's own status passes
+	}
+	for _, c := range cases {
+		if got := CombineStatus(c.in...); got != c.want {
+			t.Errorf("CombineStatus(%v) = %d, want %d", c.in, got, c.want)
+		}
+	}
+	if got := ExitStatus(&StatusError{Status: StatusNotEnded}); got != StatusNotEnded {
+		t.Errorf("a summary's status: %d", got)
+	}
+}
+
+// The line relayed to each peer of logoff /server:* splits back into the
+// words typed, with the peer's name for *.
+func TestRelayedLineSplitsBack(t *testing.T) {
+	for _, line := range []string{
+		`logoff /user:bob /server:* /msg:"it's 5 o'clock; save" /delay:2 /v`,
+		`logoff /SERVER:* /user:bob /msg:'#1 $HOME \\ "x"'`,
+	} {
+		cmd, err := Parse(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(joinWords(replaceServer(cmd.Words, "WF13")))
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if again.Server != "WF13" || again.User != cmd.User || again.Message != cmd.Message ||
+			again.Delay != cmd.Delay || again.Verbose != cmd.Verbose {
+			t.Errorf("%q relayed as %q: %+v", line, joinWords(replaceServer(cmd.Words, "WF13")), again)
+		}
+	}
 }

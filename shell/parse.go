@@ -26,6 +26,7 @@ const (
 	VerbLogoff       = "logoff"
 	VerbQuerySession = "query session"
 	VerbQueryUser    = "query user"
+	VerbQueryProcess = "query process"
 	VerbHelp         = "help"
 	VerbExit         = "exit"
 )
@@ -47,6 +48,12 @@ type Command struct {
 	Topic   string // help's argument
 	Message string // logoff /msg:"text"
 	Delay   int    // logoff /delay:SECONDS
+	User    string // logoff /user:NAME: every session of that user
+	Now     bool   // logoff /now: SIGKILL at once, no SIGHUP and no grace
+	// ID is query process /id:nn, the session whose processes to list;
+	// HasID says it was given.
+	ID    int
+	HasID bool
 	// Words is the line as split, for the audit log.
 	Words []string
 	// Line is the line as typed, for relaying to a peer, which parses it
@@ -94,15 +101,17 @@ func Parse(line string) (Command, error) {
 				cmd.Topic = "query"
 				return cmd, nil
 			}
-			return Command{}, usagef("query: say what to query: query session or query user")
+			return Command{}, usagef("query: say what to query: query session, query user or query process")
 		}
 		switch strings.ToLower(args[0]) {
 		case "session":
 			cmd.Verb = VerbQuerySession
 		case "user":
 			cmd.Verb = VerbQueryUser
+		case "process":
+			cmd.Verb = VerbQueryProcess
 		default:
-			return Command{}, usagef("query: unknown object %s: use query session or query user", quoteWord(args[0]))
+			return Command{}, usagef("query: unknown object %s: use query session, query user or query process", quoteWord(args[0]))
 		}
 		args = args[1:]
 	case "qwinsta":
@@ -113,7 +122,7 @@ func Parse(line string) (Command, error) {
 		cmd.Verb = VerbHelp
 		cmd.Topic = strings.ToLower(strings.Join(args, " "))
 		if _, ok := helpTopics[cmd.Topic]; !ok {
-			return Command{}, usagef("help: no help on %s; the topics are logoff, query session, query user", quoteWord(cmd.Topic))
+			return Command{}, usagef("help: no help on %s; the topics are logoff, query session, query user, query process", quoteWord(cmd.Topic))
 		}
 		return cmd, nil
 	case "exit", "quit":
@@ -123,7 +132,7 @@ func Parse(line string) (Command, error) {
 		cmd.Verb = VerbExit
 		return cmd, nil
 	default:
-		return Command{}, usagef("unknown command %s: the commands are logoff, query session, query user, help, exit", quoteWord(words[0]))
+		return Command{}, usagef("unknown command %s: the commands are logoff, query session, query user, query process, help, exit", quoteWord(words[0]))
 	}
 	return parseArgs(cmd, args)
 }
@@ -154,8 +163,8 @@ func parseArgs(cmd Command, args []string) (Command, error) {
 			if !hasValue || value == "" {
 				return Command{}, usagef("%s: /server needs a name: /server:NAME", name)
 			}
-			if value == "*" && cmd.Verb == VerbLogoff {
-				return Command{}, usagef("logoff: /server:* is not allowed; name one server")
+			if value == "*" && cmd.Verb == VerbQueryProcess {
+				return Command{}, usagef("query process: /server:* is not supported; name one server")
 			}
 			if value != "*" && !config.ValidName(value) {
 				return Command{}, usagef("%s: %s is not a server name", name, quoteWord(value))
@@ -185,9 +194,37 @@ func parseArgs(cmd Command, args []string) (Command, error) {
 				return Command{}, usagef("logoff: /delay takes seconds from 0 to %d", MaxDelay)
 			}
 			cmd.Delay = n
+		case key == "now" && !hasValue && cmd.Verb == VerbLogoff:
+			cmd.Now = true
+		case key == "user" && cmd.Verb == VerbLogoff:
+			if !hasValue || !config.ValidName(value) {
+				return Command{}, usagef("logoff: /user needs a user name: /user:NAME")
+			}
+			if cmd.User != "" {
+				return Command{}, usagef("logoff: /user given twice")
+			}
+			cmd.User = value
+		case key == "id" && cmd.Verb == VerbQueryProcess:
+			n, ok := sessions.ParseNumber(value)
+			if !hasValue || !ok {
+				return Command{}, usagef("query process: /id takes a session ID: /id:nn")
+			}
+			if cmd.HasID {
+				return Command{}, usagef("query process: /id given twice")
+			}
+			cmd.ID, cmd.HasID = n, true
 		default:
 			return Command{}, usagef("%s: unknown option %s (see %s /?)", name, quoteWord(a), name)
 		}
+	}
+	if cmd.Verb == VerbLogoff && cmd.User != "" && cmd.Target != "" {
+		return Command{}, usagef("logoff: name a session or /user:NAME, not both")
+	}
+	if cmd.Verb == VerbLogoff && cmd.Server == "*" && cmd.User == "" {
+		return Command{}, usagef("logoff: /server:* is allowed only with /user:NAME; name one server")
+	}
+	if cmd.Verb == VerbQueryProcess && cmd.HasID && cmd.Target != "" {
+		return Command{}, usagef("query process: give /id:nn or a process, user, session or program, not both")
 	}
 	if cmd.Verb == VerbLogoff && sessions.AllDigits(cmd.Target) {
 		if _, ok := sessions.ParseNumber(cmd.Target); !ok {

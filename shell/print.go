@@ -23,6 +23,9 @@ type Row struct {
 	Current   bool   // the caller's own current session
 	CanLogoff bool   // Allow would let the caller log it off
 	Idle      bool   // no input for sessions.idle_after or longer
+	// Process is one process of the session, for query process; zero
+	// for the session listings.
+	Process sessions.Process
 }
 
 // Clean neutralises text from outside (user names, host names, terminal
@@ -101,10 +104,19 @@ var (
 	colLogon   = column{"LOGON TIME", 2, 0, false, func(r Row) string { return r.LogonTime.Local().Format("2006-01-02 15:04") }}
 	colType    = column{"TYPE", 2, 10, false, func(r Row) string { return r.Type }}
 	colDevice  = column{"DEVICE", 2, 0, false, func(r Row) string { return r.Device }}
+	colPUser   = column{"USERNAME", 0, 20, false, func(r Row) string { return r.Process.User }}
+	colPID     = column{"PID", 2, 5, true, func(r Row) string { return strconv.Itoa(r.Process.PID) }}
+	colImage   = column{"IMAGE", 2, 0, false, func(r Row) string { return r.Process.Command }}
 	maxColumns = 40 // the last column is cut to this width
 
 	quserColumns   = []column{colUser.after(0), colName, colID, colState, colIdle, colLogon}
 	qwinstaColumns = []column{colName.after(0), colUser.after(3), colID.after(2), colState, colType, colDevice}
+	// query process, as Windows prints it:
+	//
+	//	USERNAME              SESSIONNAME         ID    PID  IMAGE
+	//
+	// USERNAME is the process's user, IMAGE its name (comm).
+	qprocessColumns = []column{colPUser, colName, colID.after(2), colPID, colImage}
 )
 
 // after returns c with gap spaces before it.
@@ -120,8 +132,11 @@ func (c column) after(gap int) column {
 // rows are wider, they are cut so that they never wrap.
 func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int) error {
 	table := qwinstaColumns
-	if verb == VerbQueryUser {
+	switch verb {
+	case VerbQueryUser:
 		table = quserColumns
+	case VerbQueryProcess:
+		table = qprocessColumns
 	}
 	var cols []column
 	if withServer {
@@ -270,7 +285,12 @@ func WriteJSON(w io.Writer, rows []Row) error {
 	for i, r := range rows {
 		out[i] = ToJSON(r)
 	}
-	data, err := json.MarshalIndent(out, "", "  ")
+	return writeJSON(w, out)
+}
+
+// writeJSON prints v indented, with nothing a terminal acts on.
+func writeJSON(w io.Writer, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -187,6 +187,9 @@ func (e *Env) Run(ctx context.Context, c Caller, cmd Command, stdout, stderr io.
 		if e.Peers == nil || len(e.Peers.Names()) == 0 {
 			return fail(&ServerError{Msg: fmt.Sprintf("unknown server %s: no peers are configured (servers: in config.yaml)", quoteWord(cmd.Server))})
 		}
+		if cmd.Server == "*" && cmd.Verb == VerbLogoff {
+			return e.logoffEverywhere(ctx, c, cmd, stdout, stderr)
+		}
 		if cmd.Server == "*" {
 			return e.queryAll(ctx, c, cmd, stdout, stderr)
 		}
@@ -206,8 +209,10 @@ func (e *Env) Run(ctx context.Context, c Caller, cmd Command, stdout, stderr io.
 	switch cmd.Verb {
 	case VerbQuerySession, VerbQueryUser:
 		err = e.query(ctx, c, cmd, stdout, stderr)
+	case VerbQueryProcess:
+		err = e.queryProcess(ctx, c, cmd, stdout, stderr)
 	case VerbLogoff:
-		end, err = e.logoff(ctx, c, cmd, stdout)
+		end, err = e.logoff(ctx, c, cmd, stdout, stderr)
 	}
 	if err != nil {
 		return fail(err)
@@ -221,6 +226,8 @@ func verbName(cmd Command) string {
 		return "tsadmin"
 	case VerbQuerySession:
 		return "query session"
+	case VerbQueryProcess:
+		return "query process"
 	}
 	return cmd.Verb
 }
@@ -309,92 +316,4 @@ func (e *Env) queryAll(ctx context.Context, c Caller, cmd Command, stdout, stder
 		err = &ServerError{Msg: oneLine(errors.Join(peerErrs...).Error())}
 	}
 	return failed(err)
-}
-
-// logoff ends a session. It returns end=true when the session to end is
-// the caller's own current one: the server then replies and closes it.
-func (e *Env) logoff(ctx context.Context, c Caller, cmd Command, stdout io.Writer) (end bool, err error) {
-	verbose := func(format string, args ...any) {
-		if cmd.Verbose {
-			// Process and user names come from outside: the line is
-			// escaped whole, whatever its arguments were.
-			io.WriteString(stdout, Clean(fmt.Sprintf(format, args...))+"\n")
-		}
-	}
-	list, _ := e.Registry.List(ctx)
-	var target sessions.Session
-	if cmd.Target == "" {
-		if c.Session == 0 {
-			return false, usagef("a relayed logoff must name a session")
-		}
-		target, err = sessions.Find(list, fmt.Sprint(c.Session))
-	} else {
-		target, err = sessions.Find(list, cmd.Target)
-	}
-	if err != nil {
-		return false, err
-	}
-	policy := e.Policy()
-	d := policy.Allow(c.Identity, target)
-	rec := audit.Logoff{
-		Admin: c.Identity.Name, Via: c.Via, Server: e.Server,
-		SessionID: target.ID, SessionName: target.Name, SessionUser: target.User,
-		SessionSource: target.Source, Rule: d.Rule,
-	}
-	if !d.Allowed {
-		e.Audit.LogoffDenied(rec)
-		return false, &DeniedError{Msg: fmt.Sprintf("access denied: %s may not log off session %d (%s of %s)",
-			c.Identity.Name, target.ID, Clean(target.Name), Clean(target.User))}
-	}
-	verbose("Logging off session %d (%s) of user %s on server %s (%s).",
-		target.ID, Clean(target.Name), Clean(target.User), e.Server, d.Rule)
-	if err := e.Audit.LogoffIntent(rec); err != nil {
-		return false, &DeniedError{Msg: fmt.Sprintf("logoff refused: %v", err)}
-	}
-	if target.ID == c.Session && c.Session != 0 {
-		// The reply must reach the client before its connection closes:
-		// the server ends this session once the command has returned.
-		verbose("Ending the current session %d.", target.ID)
-		e.Audit.LogoffOutcome(rec, nil)
-		return true, nil
-	}
-	if cmd.Message != "" || cmd.Delay > 0 {
-		if err := e.warn(ctx, target, c, cmd, verbose); err != nil {
-			e.Audit.LogoffOutcome(rec, err)
-			return false, err
-		}
-	}
-	lctx, cancel := context.WithTimeout(ctx, e.Grace+5*time.Second)
-	defer cancel()
-	start := time.Now()
-	err = e.Registry.Logoff(lctx, target, c.Identity.Name, func(format string, args ...any) {
-		verbose("  "+format, args...)
-	})
-	e.Audit.LogoffOutcome(rec, err)
-	if err != nil {
-		return false, err
-	}
-	verbose("Session %d ended after %s.", target.ID, time.Since(start).Round(10*time.Microsecond))
-	return false, nil
-}
-
-// warn writes /msg to the target and waits /delay seconds.
-func (e *Env) warn(ctx context.Context, target sessions.Session, c Caller, cmd Command, verbose func(string, ...any)) error {
-	if cmd.Message != "" {
-		text := fmt.Sprintf("Message from %s (tsadmin on %s): %s", c.Identity.Name, e.Server, cmd.Message)
-		if err := e.Registry.Message(ctx, target, text); err != nil {
-			verbose("  the message could not be delivered: %s", oneLine(err.Error()))
-		} else {
-			verbose("  message written to session %d.", target.ID)
-		}
-	}
-	if cmd.Delay > 0 {
-		verbose("  waiting %d seconds before the logoff.", cmd.Delay)
-		select {
-		case <-time.After(time.Duration(cmd.Delay) * time.Second):
-		case <-ctx.Done():
-			return sessions.Errorf(sessions.ErrSurvived, "the logoff was cancelled during /delay")
-		}
-	}
-	return nil
 }

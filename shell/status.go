@@ -48,15 +48,64 @@ func (e *PeerStatus) Error() string {
 	return fmt.Sprintf("server %s: exit status %d", e.Server, e.Status)
 }
 
+// StatusError is the summary of a command that did several things (logoff
+// /user:NAME), with the status CombineStatus chose from their outcomes.
+type StatusError struct {
+	Status int
+	Msg    string
+}
+
+func (e *StatusError) Error() string { return e.Msg }
+
+// statusRank orders the statuses for CombineStatus, worst first: a fault
+// of tsadmin, then a line a server could not run, then a session that
+// was allowed to end and did not (it needs someone's attention), then a
+// server that could not be asked, then a refusal (named on stderr, and
+// expected of a narrow role). A missing session counts only when every
+// part found none.
+var statusRank = []int{StatusInternal, StatusUsage, StatusNotEnded, StatusServer, StatusDenied}
+
+// CombineStatus is the status of a command made of several outcomes
+// (logoff /user:NAME, and with /server:* one outcome per server): the
+// worst of them by statusRank; StatusNotFound only when all of them are
+// StatusNotFound; else StatusOK. A status it does not know (a peer's) is
+// passed through unless a known one ranks first.
+func CombineStatus(statuses ...int) int {
+	for _, want := range statusRank {
+		for _, s := range statuses {
+			if s == want {
+				return want
+			}
+		}
+	}
+	notFound := len(statuses) > 0
+	for _, s := range statuses {
+		switch s {
+		case StatusOK:
+			notFound = false
+		case StatusNotFound:
+		default:
+			return s
+		}
+	}
+	if notFound {
+		return StatusNotFound
+	}
+	return StatusOK
+}
+
 // ExitStatus is the one place that turns an error into an exit status.
 func ExitStatus(err error) int {
 	var usage *UsageError
 	var denied *DeniedError
 	var server *ServerError
 	var peer *PeerStatus
+	var summary *StatusError
 	switch {
 	case err == nil:
 		return StatusOK
+	case errors.As(err, &summary):
+		return summary.Status
 	case errors.As(err, &peer):
 		return peer.Status
 	case errors.As(err, &usage):

@@ -233,7 +233,7 @@ func TestLogoffSignalsOnlyTheSessionUsersProcesses(t *testing.T) {
 	h := session{leader: vp.pid, leaderAt: vp.start, sessionID: noSession, owner: a.UID}
 	h.User, h.Name = a.Name, "pts/999"
 	var steps []string
-	err := src.end(context.Background(), h, 99, func(f string, args ...any) { steps = append(steps, fmt.Sprintf(f, args...)) })
+	err := src.end(context.Background(), h, 99, sessions.LogoffRequest{Report: func(f string, args ...any) { steps = append(steps, fmt.Sprintf(f, args...)) }})
 	if !errors.Is(err, sessions.ErrNotFound) {
 		t.Errorf("ending a session with no process of its user: %v", err)
 	}

@@ -388,8 +388,9 @@ func (s *Source) members(h session, procs procTable) []*proc {
 // handle is a process held by its pidfd, so that a signal can only ever
 // reach the process that was checked, never a later one with its PID.
 type handle struct {
-	p  *proc
-	fd int
+	p   *proc // as read after the pidfd was opened
+	fd  int
+	uid int // the real uid it runs as
 }
 
 // hold opens pidfds for the processes of session h and re-checks, after
@@ -411,14 +412,15 @@ func (s *Source) hold(h session, ps []*proc) (held []handle, foreign []*proc) {
 		}
 		// Read after the pidfd is open: the owner is that of the held
 		// process (the start time check above ties the two).
-		if o, ok := readOwner(s.proc, p.pid); !ok || !o.actsFor(h.owner) {
+		o, ok := readOwner(s.proc, p.pid)
+		if !ok || !o.actsFor(h.owner) {
 			unix.Close(fd)
 			if ok {
 				foreign = append(foreign, p)
 			}
 			continue
 		}
-		held = append(held, handle{p: p, fd: fd})
+		held = append(held, handle{p: now, fd: fd, uid: o.uid})
 	}
 	return held, foreign
 }
@@ -479,18 +481,20 @@ func describe(hs []handle) string {
 // session, the login manager first so that the client sees a clean close;
 // after the grace period, SIGKILL to whatever remains. Processes that join
 // the session meanwhile (children forked during the grace) are found by a
-// fresh reading of /proc at each step.
-func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, report sessions.Reporter) error {
+// fresh reading of /proc at each step. With req.Now (logoff /now) there is
+// no SIGHUP and no grace: SIGKILL at once.
+func (s *Source) Logoff(ctx context.Context, target sessions.Session, req sessions.LogoffRequest) error {
 	defer s.forget()
 	h, err := s.find(ctx, target.Key)
 	if err != nil {
 		return err
 	}
-	return s.end(ctx, h, target.ID, report)
+	return s.end(ctx, h, target.ID, req)
 }
 
 // end signals the processes of session h that act for its user.
-func (s *Source) end(ctx context.Context, h session, id int, report sessions.Reporter) error {
+func (s *Source) end(ctx context.Context, h session, id int, req sessions.LogoffRequest) error {
+	report := req.Report
 	held, foreign := s.hold(h, s.members(h, readProcs(s.proc)))
 	defer func() { release(held) }()
 	refused := map[int]uint64{}
@@ -499,6 +503,10 @@ func (s *Source) end(ctx context.Context, h session, id int, report sessions.Rep
 		return sessions.Errorf(sessions.ErrNotFound, "session %d has no processes of %s left", id, h.User)
 	}
 	report.Report("session %s of %s: %d processes: %s", h.Name, h.User, len(held), describe(held))
+	if req.Now {
+		report.Report("/now: sending SIGKILL to %d processes, with no SIGHUP and no grace", len(held))
+		return s.kill(h, id, &held, refused, report)
+	}
 	signalled := map[int]uint64{}
 	hup := func(hs []handle) error {
 		for _, p := range hs {
@@ -555,24 +563,110 @@ func (s *Source) end(ctx context.Context, h session, id int, report sessions.Rep
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	fresh, foreign := s.newMembers(h, readProcs(s.proc), held)
-	s.refuse(h, foreign, refused, report)
-	held = append(held, fresh...)
-	left := remaining()
-	report.Report("after %s, %d processes remain: %s; sending SIGKILL", s.grace, len(left), describe(left))
-	for _, p := range left {
-		if err := signal(p, unix.SIGKILL); err != nil {
-			return err
-		}
-	}
+	report.Report("after %s, %d processes remain: %s; sending SIGKILL", s.grace, len(remaining()), describe(remaining()))
+	return s.kill(h, id, &held, refused, report)
+}
+
+// kill sends SIGKILL to the held processes of session h that have not
+// ended, and to any that joined the session meanwhile (a child forked
+// between two readings of /proc), until none is left or 2 seconds have
+// passed. The processes it holds are added to *held, for the caller to
+// release.
+func (s *Source) kill(h session, id int, held *[]handle, refused map[int]uint64, report sessions.Reporter) error {
+	killed := map[int]uint64{}
 	for i := 0; i < 40; i++ {
-		if len(remaining()) == 0 {
+		fresh, foreign := s.newMembers(h, readProcs(s.proc), *held)
+		s.refuse(h, foreign, refused, report)
+		*held = append(*held, fresh...)
+		var left []handle
+		for _, p := range *held {
+			if !exited(p) {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
 			report.Report("all processes ended after SIGKILL")
 			return nil
 		}
+		for _, p := range left {
+			if at, done := killed[p.p.pid]; done && at == p.p.start {
+				continue
+			}
+			if err := signal(p, unix.SIGKILL); err != nil {
+				return err
+			}
+			killed[p.p.pid] = p.p.start
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return sessions.Errorf(sessions.ErrSurvived, "session %d: processes survived SIGKILL: %s", id, describe(remaining()))
+	var left []handle
+	for _, p := range *held {
+		if !exited(p) {
+			left = append(left, p)
+		}
+	}
+	return sessions.Errorf(sessions.ErrSurvived, "session %d: processes survived SIGKILL: %s", id, describe(left))
+}
+
+// Processes implements sessions.ProcessLister: for each session, the
+// processes a logoff of it would signal now (its members that act for
+// its user), each read through a pidfd held while it is read, so that a
+// PID reused meanwhile is never shown as the session's. The session's
+// login manager comes first.
+func (s *Source) Processes(ctx context.Context, list []sessions.Session) (map[string][]sessions.Process, error) {
+	current, err := s.scan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byKey := make(map[string]session, len(current))
+	for _, h := range current {
+		byKey[h.Key] = h
+	}
+	procs := readProcs(s.proc)
+	boot := bootTime(s.proc)
+	names := map[int]string{}
+	out := make(map[string][]sessions.Process, len(list))
+	for _, target := range list {
+		h, ok := byKey[target.Key]
+		if !ok {
+			continue // ended meanwhile
+		}
+		held, _ := s.hold(h, s.members(h, procs))
+		ps := make([]sessions.Process, 0, len(held))
+		for _, p := range held {
+			if names[p.uid] == "" {
+				names[p.uid] = userName(p.uid)
+			}
+			var start time.Time
+			if boot > 0 {
+				start = time.Unix(boot, 0).Add(s.ticks(p.p.start))
+			}
+			ps = append(ps, sessions.Process{
+				PID: p.p.pid, User: names[p.uid], Command: p.p.comm, Start: start,
+				CPU: s.ticks(p.p.cpu),
+			})
+		}
+		release(held)
+		// The leader first, then by PID: a stable order to read.
+		slices.SortStableFunc(ps, func(a, b sessions.Process) int {
+			switch {
+			case a.PID == h.leader:
+				return -1
+			case b.PID == h.leader:
+				return 1
+			}
+			return cmp.Compare(a.PID, b.PID)
+		})
+		out[target.Key] = ps
+	}
+	return out, nil
+}
+
+// ticks converts clock ticks to a duration, whole seconds first so that
+// years of uptime do not overflow.
+func (s *Source) ticks(n uint64) time.Duration {
+	hz := uint64(s.clkTck)
+	return time.Duration(n/hz)*time.Second + time.Duration(n%hz)*time.Second/time.Duration(hz)
 }
 
 // forget drops the cached listing.

@@ -40,7 +40,7 @@ func waitSession(t *testing.T, src *Source, user string, tty bool) sessions.Sess
 
 func logoff(t *testing.T, src *Source, s sessions.Session) (string, error) {
 	var steps []string
-	err := src.Logoff(context.Background(), s, "", func(f string, a ...any) { steps = append(steps, fmt.Sprintf(f, a...)) })
+	err := src.Logoff(context.Background(), s, sessions.LogoffRequest{Report: func(f string, a ...any) { steps = append(steps, fmt.Sprintf(f, a...)) }})
 	return strings.Join(steps, "\n"), err
 }
 
@@ -237,5 +237,98 @@ func TestCronSessionIsListedAsBackground(t *testing.T) {
 	s := waitSession(t, New(sshdtest.UtmpPath, time.Second), u.Name, false)
 	if s.Type != "bg:cron" || !strings.HasPrefix(s.Name, "sess:") {
 		t.Errorf("a cron session: %+v", s)
+	}
+}
+
+// logoff /now: SIGKILL at once, no SIGHUP and no grace. The shell traps
+// HUP by writing a file: a plain logoff lets it run (which shows the
+// trap works), /now must not, and must not wait out the 10s grace.
+func TestNowKillsWithoutHUPOrGrace(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	d := sshdtest.Start(t)
+	src := New(sshdtest.UtmpPath, 10*time.Second)
+	for _, now := range []bool{false, true} {
+		u := d.AddUser(t, "tsnow")
+		marker := filepath.Join(d.Dir, "home", u.Name, "got-hup")
+		l := d.LoginReady(t, u, true, fmt.Sprintf(`trap 'echo hup > %s; exit' HUP; sleep 1000 &`, marker))
+		s := waitSession(t, src, u.Name, true)
+		var steps []string
+		start := time.Now()
+		err := src.Logoff(context.Background(), s, sessions.LogoffRequest{Now: now,
+			Report: func(f string, a ...any) { steps = append(steps, fmt.Sprintf(f, a...)) }})
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("now=%v: %v\n%s", now, err, strings.Join(steps, "\n"))
+		}
+		if !l.Exited(5 * time.Second) {
+			t.Fatalf("now=%v: the client is still connected", now)
+		}
+		if left := sshdtest.PIDsOf(u.UID); len(left) > 0 {
+			t.Fatalf("now=%v: processes remain: %v", now, left)
+		}
+		_, statErr := os.Stat(marker)
+		all := strings.Join(steps, "\n")
+		if now {
+			if statErr == nil {
+				t.Errorf("/now: the shell's HUP trap ran")
+			}
+			if strings.Contains(all, "sent SIGHUP") || !strings.Contains(all, "sending SIGKILL") {
+				t.Errorf("/now steps: %s", all)
+			}
+			if took > 3*time.Second {
+				t.Errorf("/now took %s: it waited for a grace", took)
+			}
+		} else if statErr != nil {
+			t.Errorf("a plain logoff: the HUP trap did not run, so the /now check proves nothing: %v\n%s", statErr, all)
+		}
+	}
+}
+
+// Processes lists what a logoff would signal, with the name a process
+// gave itself kept as it is (the shell printing escapes it).
+func TestProcessesOfARealLogin(t *testing.T) {
+	sshdtest.Require(t, "../..")
+	d := sshdtest.Start(t)
+	src := New(sshdtest.UtmpPath, time.Second)
+	u := d.AddUser(t, "tsps")
+	d.LoginReady(t, u, true, `sleep 1001 & printf '\033]0;PWN\007' > /proc/$$/comm`)
+	s := waitSession(t, src, u.Name, true)
+	byKey, err := src.Processes(context.Background(), []sessions.Session{s, {Key: "utmp:gone:1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := byKey["utmp:gone:1:1"]; ok || len(byKey) != 1 {
+		t.Errorf("a session that is not there has processes: %v", byKey)
+	}
+	var sleep, renamed *sessions.Process
+	for i, p := range byKey[s.Key] {
+		switch p.Command {
+		case "sleep":
+			sleep = &byKey[s.Key][i]
+		case "\x1b]0;PWN\a":
+			renamed = &byKey[s.Key][i]
+		}
+		if p.User != u.Name && p.User != "root" {
+			t.Errorf("process %d of another user listed: %+v", p.PID, p)
+		}
+	}
+	if sleep == nil || renamed == nil {
+		t.Fatalf("the sleep and the renamed shell are not both listed: %+v", byKey[s.Key])
+	}
+	if sleep.User != u.Name || sleep.Start.IsZero() || time.Since(sleep.Start) > time.Minute || time.Since(sleep.Start) < 0 {
+		t.Errorf("the sleep's user or start time: %+v", *sleep)
+	}
+	if first := byKey[s.Key][0]; first.Command != "sshd" && first.Command != "sshd-session" {
+		t.Errorf("the login manager is not first: %+v", byKey[s.Key])
+	}
+}
+
+// Start and CPU times of a machine up for years: ticks times 1e9 would
+// overflow a time.Duration after about 2.9 years at 100 Hz.
+func TestTicksOfYearsDoNotOverflow(t *testing.T) {
+	src := &Source{clkTck: 100}
+	fiveYears := 5 * 365 * 24 * time.Hour
+	if got := src.ticks(uint64(fiveYears/time.Second)*100 + 25); got != fiveYears+250*time.Millisecond {
+		t.Errorf("five years and 25 ticks: %s", got)
 	}
 }

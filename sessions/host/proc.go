@@ -20,6 +20,7 @@ type proc struct {
 	state     byte
 	tty       uint64 // tty_nr: the controlling terminal's device number
 	start     uint64 // start time in clock ticks since boot
+	cpu       uint64 // user and system CPU time (utime + stime), in clock ticks
 	comm      string
 	sessionID uint64 // kernel audit session id; noSession if unset
 }
@@ -112,6 +113,7 @@ func parseStat(data []byte) (*proc, bool) {
 	p := &proc{pid: int(pid), comm: string(data[open+1 : end])}
 	// Fields from 3 (state) on, separated by single spaces.
 	rest := data[end+2:]
+	var utime uint64
 	for field := 3; field <= 22; field++ {
 		i := bytes.IndexByte(rest, ' ')
 		var f []byte
@@ -132,6 +134,11 @@ func parseStat(data []byte) (*proc, bool) {
 		case 7:
 			v, _ := parseInt(f)
 			p.tty = uint64(uint32(v))
+		case 14:
+			utime, _ = parseUint(f)
+		case 15:
+			stime, _ := parseUint(f)
+			p.cpu = utime + stime
 		case 22:
 			p.start, _ = parseUint(f)
 		}

@@ -215,8 +215,15 @@ func (s *Source) Claims(ctx context.Context) (ttys map[string]bool, leaders map[
 }
 
 // Logoff implements sessions.Source: TerminateSession, then wait until
-// logind no longer lists the session.
-func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, report sessions.Reporter) error {
+// logind no longer lists the session. TerminateSession is immediate as
+// far as tsadmin goes (no HUP step and no grace of tsadmin's: logind stops
+// the session's scope at once, and systemd escalates from SIGTERM to
+// SIGKILL by the unit's own timeout). For /now (req.Now) a process that
+// ignores SIGTERM must not get that timeout, so every process of the
+// session gets SIGKILL first (KillSession "all" 9), then TerminateSession
+// ends the session itself.
+func (s *Source) Logoff(ctx context.Context, target sessions.Session, req sessions.LogoffRequest) error {
+	report := req.Report
 	list, err := s.read(ctx)
 	if err != nil {
 		return err
@@ -229,6 +236,15 @@ func (s *Source) Logoff(ctx context.Context, target sessions.Session, _ string, 
 	}
 	if e == nil {
 		return sessions.Errorf(sessions.ErrNotFound, "session %d has already ended", target.ID)
+	}
+	if req.Now {
+		report.Report("asking systemd-logind to send SIGKILL to every process of session %s (%s of %s)", e.id, e.Name, e.User)
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		err = s.conn.Object(busName, managerPath).CallWithContext(cctx, managerIface+".KillSession", 0, e.id, "all", int32(9)).Err
+		cancel()
+		if err != nil {
+			return classify(err)
+		}
 	}
 	report.Report("asking systemd-logind to terminate session %s (%s of %s)", e.id, e.Name, e.User)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)

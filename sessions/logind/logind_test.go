@@ -67,7 +67,8 @@ type fakeLogind struct {
 	mu       sync.Mutex
 	sessions map[string]map[string]dbus.Variant
 	users    map[string]string
-	deny     bool // answer TerminateSession with AccessDenied, as polkit would
+	deny     bool     // answer TerminateSession with AccessDenied, as polkit would
+	killed   []string // KillSession calls, as "id who signal"
 	conn     *dbus.Conn
 }
 
@@ -103,6 +104,16 @@ func (f *fakeLogind) TerminateSession(id string) *dbus.Error {
 		return dbus.NewError("org.freedesktop.login1.NoSuchSession", []any{"No session " + id})
 	}
 	delete(f.sessions, id)
+	return nil
+}
+
+func (f *fakeLogind) KillSession(id, who string, signal int32) *dbus.Error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.sessions[id]; !ok {
+		return dbus.NewError("org.freedesktop.login1.NoSuchSession", []any{"No session " + id})
+	}
+	f.killed = append(f.killed, fmt.Sprintf("%s %s %d", id, who, signal))
 	return nil
 }
 
@@ -229,7 +240,7 @@ func TestLogindDouble_BackgroundSessionsAreListed(t *testing.T) {
 	if _, leaders, err := src.Claims(context.Background()); err != nil || !leaders[4545] {
 		t.Errorf("the background session is not claimed from the host source: %v %v", leaders, err)
 	}
-	if err := src.Logoff(context.Background(), *cron, "", nil); err != nil {
+	if err := src.Logoff(context.Background(), *cron, sessions.LogoffRequest{}); err != nil {
 		t.Errorf("logoff of a background session: %v", err)
 	}
 }
@@ -240,7 +251,7 @@ func TestLogindDouble_TerminateSession(t *testing.T) {
 	src := New(conn, time.Second)
 	list, _ := src.List(context.Background())
 	var steps []string
-	err := src.Logoff(context.Background(), list[0], "", func(format string, a ...any) { steps = append(steps, fmt.Sprintf(format, a...)) })
+	err := src.Logoff(context.Background(), list[0], sessions.LogoffRequest{Report: func(format string, a ...any) { steps = append(steps, fmt.Sprintf(format, a...)) }})
 	if err != nil {
 		t.Fatalf("logoff: %v", err)
 	}
@@ -252,6 +263,29 @@ func TestLogindDouble_TerminateSession(t *testing.T) {
 	}
 }
 
+// logoff /now: every process of the session gets SIGKILL through logind
+// before the session is terminated; a plain logoff sends no KillSession.
+func TestLogindDouble_NowKillsBeforeTerminating(t *testing.T) {
+	f, conn := startDouble(t)
+	f.add("7", "bob", "pts/1", "sshd", "user", 99, false)
+	f.add("8", "bob", "pts/2", "sshd", "user", 98, false)
+	src := New(conn, time.Second)
+	list, _ := src.List(context.Background())
+	for _, s := range list {
+		if err := src.Logoff(context.Background(), s, sessions.LogoffRequest{Now: s.Name == "pts/1"}); err != nil {
+			t.Fatalf("logoff of %s: %v", s.Name, err)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.killed) != 1 || f.killed[0] != "7 all 9" {
+		t.Fatalf("KillSession calls: %q, want one \"7 all 9\"", f.killed)
+	}
+	if len(f.sessions) != 0 {
+		t.Errorf("sessions left: %v", f.sessions)
+	}
+}
+
 func TestLogindDouble_PolkitRefusalIsPrivilegeError(t *testing.T) {
 	f, conn := startDouble(t)
 	f.add("7", "bob", "pts/1", "sshd", "user", 99, false)
@@ -260,7 +294,7 @@ func TestLogindDouble_PolkitRefusalIsPrivilegeError(t *testing.T) {
 	f.mu.Unlock()
 	src := New(conn, time.Second)
 	list, _ := src.List(context.Background())
-	err := src.Logoff(context.Background(), list[0], "", nil)
+	err := src.Logoff(context.Background(), list[0], sessions.LogoffRequest{})
 	if !errors.Is(err, sessions.ErrPrivilege) || !strings.Contains(err.Error(), "polkit") {
 		t.Fatalf("a polkit refusal: %v", err)
 	}
@@ -272,7 +306,7 @@ func TestLogindDouble_NoSuchSession(t *testing.T) {
 	src := New(conn, time.Second)
 	list, _ := src.List(context.Background())
 	f.TerminateSession("7") // it ends by itself meanwhile
-	if err := src.Logoff(context.Background(), list[0], "", nil); !errors.Is(err, sessions.ErrNotFound) {
+	if err := src.Logoff(context.Background(), list[0], sessions.LogoffRequest{}); !errors.Is(err, sessions.ErrNotFound) {
 		t.Fatalf("a session that ended meanwhile: %v", err)
 	}
 }

@@ -364,7 +364,7 @@ func (l *Loop) logoff(ctx context.Context, set Settings, todo []due) {
 		}
 		l.opts.Log.Info("policy: logging off", "session_id", s.ID, "session_user", s.User, "rule", rec.Rule)
 		lctx, cancel := context.WithTimeout(ctx, set.Grace+5*time.Second)
-		err := l.opts.Registry.Logoff(lctx, s, Admin, nil)
+		err := l.opts.Registry.Logoff(lctx, s, sessions.LogoffRequest{By: Admin})
 		cancel()
 		l.opts.Audit.LogoffOutcome(rec, err)
 		if err != nil {

@@ -39,7 +39,7 @@ func (s *scripted) List(context.Context) ([]sessions.Session, error) {
 	return []sessions.Session{{Name: "pts/1", User: "student1", State: s.state, Type: "sshd", IdleTime: idle, Key: "k"}}, nil
 }
 
-func (s *scripted) Logoff(context.Context, sessions.Session, string, sessions.Reporter) error {
+func (s *scripted) Logoff(context.Context, sessions.Session, sessions.LogoffRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.logoffs++
