@@ -17,8 +17,11 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/config"
@@ -137,6 +140,10 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	if created {
 		log.Info("created a new host key", "file", cfg.Resolve(cfg.HostKey))
 	}
+	var hostCert atomic.Pointer[ssh.Signer]
+	if err := loadHostCert(log, cfg, hostKey, &hostCert); err != nil {
+		return err
+	}
 	auditLog, err := audit.Open(auditPath(cfg))
 	if err != nil {
 		return err
@@ -155,8 +162,9 @@ func run(log *slog.Logger, configPath string, check bool) error {
 
 	var srv *server.Server
 	relay := federation.New(federation.Options{
-		Self: cfg.Name, Signer: hostKey,
+		Self: cfg.Name, Signer: hostKey, Cert: func() ssh.Signer { return deref(hostCert.Load()) },
 		Servers:        func() *config.Config { return srv.Config() },
+		Policy:         func() *keys.Policy { return srv.Policy() },
 		ConnectTimeout: cfg.Limits.RelayConnectTimeout.Duration,
 		CommandTimeout: cfg.Limits.RelayCommandTimeout.Duration,
 		Log:            log,
@@ -170,7 +178,8 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	}
 	srv = server.New(server.Options{
 		Config: cfg, Policy: policy, HostKey: hostKey, Audit: auditLog, Log: log,
-		Env: env, Relayed: &federation.Receiver{Env: env},
+		HostCert: func() ssh.Signer { return deref(hostCert.Load()) },
+		Env:      env, Relayed: &federation.Receiver{Env: env},
 	})
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -189,7 +198,7 @@ func run(log *slog.Logger, configPath string, check bool) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(log, auditLog, srv, configPath, cfg)
+				reload(log, auditLog, srv, configPath, cfg, hostKey, &hostCert)
 				continue
 			}
 			log.Info("stopping", "signal", sig.String())
@@ -205,8 +214,13 @@ func run(log *slog.Logger, configPath string, check bool) error {
 // reload applies a changed config on SIGHUP. What cannot change while
 // running (listen address, host key, sources, audit file) is kept, with a
 // warning.
-func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config) {
+func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config, hostKey ssh.Signer, hostCert *atomic.Pointer[ssh.Signer]) {
 	cfg, policy, err := load(path)
+	if err == nil {
+		// A renewed host certificate is taken at reload, so that
+		// certificates can be short-lived.
+		err = loadHostCert(log, cfg, hostKey, hostCert)
+	}
 	if err != nil {
 		log.Error("reload refused; the old configuration stays in force", "err", err.Error())
 		auditLog.Event("reload.refused", slog.String("err", err.Error()))
@@ -221,6 +235,31 @@ func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path stri
 	srv.Reload(cfg, policy)
 	log.Info("configuration reloaded", "admins", len(policy.Admins), "keys", policy.KeyCount())
 	auditLog.Event("reload", slog.Int("admins", len(policy.Admins)))
+}
+
+// loadHostCert puts the host certificate (host_certificate:) in force, or
+// none when the config names none.
+func loadHostCert(log *slog.Logger, cfg *config.Config, hostKey ssh.Signer, into *atomic.Pointer[ssh.Signer]) error {
+	if cfg.HostCertificate == "" {
+		into.Store(nil)
+		return nil
+	}
+	signer, warning, err := keys.LoadHostCertificate(cfg, hostKey, time.Now())
+	if err != nil {
+		return err
+	}
+	if warning != "" {
+		log.Warn(warning+"; peers and clients that trust the host CA refuse it", "file", cfg.Resolve(cfg.HostCertificate))
+	}
+	into.Store(&signer)
+	return nil
+}
+
+func deref(s *ssh.Signer) ssh.Signer {
+	if s == nil {
+		return nil
+	}
+	return *s
 }
 
 func auditPath(cfg *config.Config) string {

@@ -35,6 +35,16 @@ type Config struct {
 	Limits            Limits            `yaml:"limits"`
 	Audit             Audit             `yaml:"audit"`
 	Servers           map[string]Server `yaml:"servers"`
+	// ServersFile is the fleet file (servers_file:): NAME ADDRESS lines,
+	// the same file on every server; its peers join Servers.
+	ServersFile string `yaml:"servers_file"`
+	// TrustedHostCAKeys are the host CAs whose host certificates make a
+	// peer trusted without a pinned key, as @cert-authority in known_hosts.
+	TrustedHostCAKeys []Line `yaml:"trusted_host_ca_keys"`
+	// HostCertificate is this server's OpenSSH host certificate (the
+	// -cert.pub that ssh-keygen -s CA -h wrote), presented to clients and
+	// to peers.
+	HostCertificate string `yaml:"host_certificate"`
 }
 
 // Sessions is the sessions: block.
@@ -80,6 +90,8 @@ type Audit struct {
 type Server struct {
 	Address string `yaml:"address"`
 	HostKey Line   `yaml:"host_key"`
+	// FromFile is set for a peer read from servers_file.
+	FromFile bool `yaml:"-"`
 }
 
 // Line is a string that remembers the line it was written on, so that a
@@ -327,6 +339,9 @@ func (c *Config) check() error {
 			return fmt.Errorf("%s: give keys or keys_file", where)
 		}
 	}
+	if err := c.loadServersFile(); err != nil {
+		return err
+	}
 	for name, s := range c.Servers {
 		if !ValidName(name) {
 			return fmt.Errorf("servers: name %q: use letters, digits, '.', '_' and '-'", name)
@@ -337,8 +352,11 @@ func (c *Config) check() error {
 		if _, _, err := net.SplitHostPort(s.Address); err != nil {
 			return fmt.Errorf("servers: %s: address %q: %v", name, s.Address, err)
 		}
-		if s.HostKey.Value == "" {
-			return fmt.Errorf("servers: %s: host_key is required (the peer's pinned public host key)", name)
+		if s.HostKey.Value == "" && len(c.TrustedHostCAKeys) == 0 {
+			if s.FromFile {
+				return fmt.Errorf("servers_file: %s: a peer from the fleet file needs trusted_host_ca_keys (it has no pinned host_key)", name)
+			}
+			return fmt.Errorf("servers: %s: host_key is required (the peer's pinned public host key), or trusted_host_ca_keys", name)
 		}
 	}
 	return nil

@@ -37,6 +37,9 @@ var ErrUnknownKey = errors.New("the key belongs to no admin")
 // effects: it is safe to call for keys that are only offered, and it must be
 // called again once the key has signed.
 func (p *Policy) Authenticate(addr net.Addr, key ssh.PublicKey, now time.Time) (*Identity, error) {
+	if cert, ok := key.(*ssh.Certificate); ok && cert.CertType == ssh.HostCert {
+		return p.authenticatePeerCert(cert, now)
+	}
 	if cert, ok := key.(*ssh.Certificate); ok {
 		return p.authenticateCert(addr, cert, now)
 	}

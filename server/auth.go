@@ -56,6 +56,12 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 			s.auditAuth(meta, method, err)
 		},
 	}
+	// gliderlabs adds the plain host key (HostSigners) after this.
+	if s.hostCert != nil {
+		if c := s.hostCert(); c != nil {
+			sc.AddHostKey(c)
+		}
+	}
 	return sc
 }
 
