@@ -48,10 +48,14 @@ Files:
   config.yaml            the configuration; see the annotated sample
   ssh_host_ed25519_key   the host key (host_key:), created mode 0600 if missing
   audit.log              the audit log, when audit.file is set (else stderr)
+  ssh_host_ed25519_key-cert.pub
+                         the host certificate, when host_certificate is set
+  the fleet file         NAME ADDRESS lines, when servers_file is set
 
 Signals:
-  SIGHUP          reload the configuration (a broken file is refused and the
-                  old one stays in force)
+  SIGHUP          reload the configuration, the fleet file and the host
+                  certificate (a broken file is refused and the old one
+                  stays in force)
   SIGTERM, SIGINT stop: connected admins are told, sessions are closed
 
 Exit status: 0 after a clean stop; 1 when the configuration or the listener

@@ -328,3 +328,30 @@ func rowOf(table, server, user string) bool {
 	}
 	return false
 }
+
+// A renewed host certificate takes effect at SIGHUP: certificates can be
+// short-lived without restarts.
+func TestRenewedHostCertificateAtReload(t *testing.T) {
+	k, admins := fedAdmins(t)
+	ca := newHostCA(t)
+	nodes, _ := startCertFleet(t, ca, map[string]certNode{
+		"A": {admins: admins["A"]},
+		"B": {admins: admins["B"], extra: []string{"-V", "20200101:20200102"}},
+	})
+	a, b := nodes["A"], nodes["B"]
+	if !strings.Contains(b.Log(), "the host certificate expired at 2020-01-02") {
+		t.Errorf("B did not warn of its expired certificate: %s", b.Log())
+	}
+	if r := a.Run(k.alice, "", "query", "user", "/server:B"); r.Status != 7 || !strings.Contains(r.Stderr, "expired") {
+		t.Fatalf("B's expired certificate: %d %q", r.Status, r.Stderr)
+	}
+	ca.sign(t, b.dir, "b", "-V", "-5m:+1h")
+	before := strings.Count(b.Log(), "configuration reloaded")
+	b.Signal(sighup)
+	if !waitUntil(5*time.Second, func() bool { return strings.Count(b.Log(), "configuration reloaded") > before }) {
+		t.Fatalf("no reload: %s", b.Log())
+	}
+	if r := a.Run(k.alice, "", "query", "user", "/server:B"); r.Status != 0 {
+		t.Errorf("B's renewed certificate: %d %q", r.Status, r.Stderr)
+	}
+}
