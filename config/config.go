@@ -79,6 +79,8 @@ type Limits struct {
 	KeepaliveCountMax        int      `yaml:"keepalive_count_max"`
 	RelayConnectTimeout      Duration `yaml:"relay_connect_timeout"`
 	RelayCommandTimeout      Duration `yaml:"relay_command_timeout"`
+	// RelayMaxConcurrent bounds the peers /server:* asks at once.
+	RelayMaxConcurrent int `yaml:"relay_max_concurrent"`
 }
 
 // Audit is the audit: block.
@@ -140,6 +142,7 @@ const (
 	DefaultKeepalive   = 30 * time.Second
 	DefaultKeepaliveN  = 3
 	DefaultRelayTime   = 5 * time.Second
+	DefaultRelayMax    = 64
 	// MaxFileSize bounds config.yaml and keys files.
 	MaxFileSize = 1 << 20
 )
@@ -297,6 +300,7 @@ func (c *Config) check() error {
 	setInt(&c.Limits.MaxStartups, DefaultMaxStartups)
 	setInt(&c.Limits.MaxStartupsPerSource, DefaultPerSource)
 	setInt(&c.Limits.KeepaliveCountMax, DefaultKeepaliveN)
+	setInt(&c.Limits.RelayMaxConcurrent, DefaultRelayMax)
 	for _, n := range []struct {
 		name string
 		v    int
@@ -306,6 +310,7 @@ func (c *Config) check() error {
 		{"limits.max_startups", c.Limits.MaxStartups},
 		{"limits.max_startups_per_source", c.Limits.MaxStartupsPerSource},
 		{"limits.keepalive_count_max", c.Limits.KeepaliveCountMax},
+		{"limits.relay_max_concurrent", c.Limits.RelayMaxConcurrent},
 	} {
 		if n.v < 1 {
 			return fmt.Errorf("%s: must be at least 1", n.name)

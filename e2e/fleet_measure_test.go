@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +33,8 @@ import (
 // its own host key, host certificate and 127.0.0.1 port), all in this
 // test's process, since 1,000 tsadmin processes would need ~10 GB; the hub
 // is the built binary, whose RSS is measured. TSADMIN_FLEET_PEERS sets the
-// size (default 1000):
+// size (default 1000), TSADMIN_FLEET_CONCURRENT the hub's
+// limits.relay_max_concurrent:
 //
 //	TSADMIN_MEASURE=1 go test ./e2e -run MeasureFleet -v
 func TestMeasureFleet(t *testing.T) {
@@ -67,6 +69,9 @@ func TestMeasureFleet(t *testing.T) {
 	hubKey := newKey(t, hubDir, "ssh_host_ed25519_key")
 	writeHostCert(t, ca, hubKey.Signer, "hub", filepath.Join(hubDir, "ssh_host_ed25519_key-cert.pub"))
 	hubConfig := "name: HUB\nhost_certificate: ssh_host_ed25519_key-cert.pub\n" + common
+	if v := os.Getenv("TSADMIN_FLEET_CONCURRENT"); v != "" {
+		hubConfig += "limits: { relay_max_concurrent: " + v + " }\n"
+	}
 	hub := startServer(t, hubDir, hubConfig)
 	fleet := filepath.Join(dir, "fleet")
 	var b strings.Builder
@@ -104,7 +109,9 @@ func TestMeasureFleet(t *testing.T) {
 		}
 		return took, out
 	}
+	hubCPU, peersCPU := cpuOf(t, hub), selfCPU()
 	cold, out := all()
+	hubCPU, peersCPU = cpuOf(t, hub)-hubCPU, selfCPU()-peersCPU
 	var list []session
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatal(err)
@@ -169,6 +176,7 @@ func TestMeasureFleet(t *testing.T) {
 	perPeer := float64(rssAfter-rssBefore) / float64(n)
 	fmt.Printf("MEASURE fleet of %d peers on a host CA (2 cores, loopback):\n", n)
 	fmt.Printf("MEASURE   query session /server:*  cold %s, warm median %s (runs: %v)\n", cold.Round(time.Millisecond), median(warm).Round(time.Millisecond), warm)
+	fmt.Printf("MEASURE   cold CPU: hub %s, peers %s (all on the same 2 cores)\n", hubCPU, peersCPU)
 	fmt.Printf("MEASURE   query user bob /server:* %s, %d rows\n", userTook.Round(time.Millisecond), len(list))
 	fmt.Printf("MEASURE   %d peers down: %s, status %d\n", stopped, partialTook.Round(time.Millisecond), status)
 	fmt.Printf("MEASURE   hub RSS %d KiB before, %d KiB with %d pooled peers: %.1f KiB per pooled peer\n", rssBefore, rssAfter, n, perPeer)
@@ -265,6 +273,27 @@ func startPeers(t *testing.T, dir, cfgText string, ca ssh.Signer, listeners []ne
 		})
 	}
 	return peers
+}
+
+// cpuOf is the CPU time (user and system) a running tsadmin has used.
+func cpuOf(t *testing.T, s *Server) time.Duration {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// selfCPU is the CPU time this process (the peers) has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rssKiB is the resident set of a running tsadmin, from /proc.

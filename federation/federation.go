@@ -60,16 +60,14 @@ const maxOutput = 4 << 20
 
 // Options configure a Relay.
 type Options struct {
-	Self    string                // this server's name
-	Signer  ssh.Signer            // this server's host key: the client key for peers
-	Cert    func() ssh.Signer     // this server's host certificate, or nil; tried before Signer
-	Servers func() *config.Config // the config in force (peers change on reload)
-	Policy  func() *keys.Policy   // the policy in force: the trusted host CAs
-	// MaxConcurrent bounds the peers that /server:* asks at once.
-	MaxConcurrent  int
-	ConnectTimeout time.Duration // TCP connect and SSH handshake
-	CommandTimeout time.Duration // one relayed command, logoff grace not included
-	IdleExpiry     time.Duration // pooled connections unused this long are closed
+	Self           string                // this server's name
+	Signer         ssh.Signer            // this server's host key: the client key for peers
+	Cert           func() ssh.Signer     // this server's host certificate, or nil; tried before Signer
+	Servers        func() *config.Config // the config in force (peers change on reload)
+	Policy         func() *keys.Policy   // the policy in force: the trusted host CAs
+	ConnectTimeout time.Duration         // TCP connect and SSH handshake
+	CommandTimeout time.Duration         // one relayed command, logoff grace not included
+	IdleExpiry     time.Duration         // pooled connections unused this long are closed
 	Log            *slog.Logger
 }
 
@@ -105,11 +103,6 @@ func (r *Relay) trustOf(srv config.Server) string {
 	return "ca:" + r.o.Policy().Hosts().Fingerprints()
 }
 
-// DefaultMaxConcurrent is how many peers /server:* asks at once: enough
-// to keep two cores busy with handshakes, few enough that a fleet of
-// thousands does not open thousands of sockets in one burst.
-const DefaultMaxConcurrent = 64
-
 // New returns a Relay.
 func New(o Options) *Relay {
 	if o.ConnectTimeout == 0 {
@@ -120,9 +113,6 @@ func New(o Options) *Relay {
 	}
 	if o.IdleExpiry == 0 {
 		o.IdleExpiry = 60 * time.Second
-	}
-	if o.MaxConcurrent == 0 {
-		o.MaxConcurrent = DefaultMaxConcurrent
 	}
 	return &Relay{o: o, pool: make(map[string]*pooled)}
 }
@@ -205,12 +195,13 @@ func writeClean(w io.Writer, data []byte) {
 }
 
 // QueryAll implements shell.Relayer: the query on every peer, as JSON,
-// merged into rows. At most MaxConcurrent peers are asked at once, each
-// within its own deadline (the command timeout, counted from its turn);
-// the peers that fail are each one error, and the others' rows stand.
+// merged into rows. At most limits.relay_max_concurrent peers are asked
+// at once, each within its own deadline (the command timeout, counted
+// from its turn); the peers that fail are each one error, and the others'
+// rows stand.
 func (r *Relay) QueryAll(ctx context.Context, caller shell.Caller, cmd shell.Command) ([]shell.Row, []error) {
 	names := r.Names()
-	turn := make(chan struct{}, r.o.MaxConcurrent)
+	turn := make(chan struct{}, max(1, r.o.Servers().Limits.RelayMaxConcurrent))
 	type result struct {
 		rows []shell.Row
 		err  error
