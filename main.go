@@ -17,8 +17,11 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/config"
@@ -46,10 +49,14 @@ Files:
   config.yaml            the configuration; see the annotated sample
   ssh_host_ed25519_key   the host key (host_key:), created mode 0600 if missing
   audit.log              the audit log, when audit.file is set (else stderr)
+  ssh_host_ed25519_key-cert.pub
+                         the host certificate, when host_certificate is set
+  the fleet file         NAME ADDRESS lines, when servers_file is set
 
 Signals:
-  SIGHUP          reload the configuration (a broken file is refused and the
-                  old one stays in force)
+  SIGHUP          reload the configuration, the fleet file and the host
+                  certificate (a broken file is refused and the old one
+                  stays in force)
   SIGTERM, SIGINT stop: connected admins are told, sessions are closed
 
 Exit status: 0 after a clean stop; 1 when the configuration or the listener
@@ -139,6 +146,10 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	if created {
 		log.Info("created a new host key", "file", cfg.Resolve(cfg.HostKey))
 	}
+	var hostCert atomic.Pointer[ssh.Signer]
+	if err := loadHostCert(log, cfg, hostKey, &hostCert); err != nil {
+		return err
+	}
 	auditLog, err := audit.Open(auditPath(cfg))
 	if err != nil {
 		return err
@@ -157,8 +168,9 @@ func run(log *slog.Logger, configPath string, check bool) error {
 
 	var srv *server.Server
 	relay := federation.New(federation.Options{
-		Self: cfg.Name, Signer: hostKey,
+		Self: cfg.Name, Signer: hostKey, Cert: func() ssh.Signer { return deref(hostCert.Load()) },
 		Servers:        func() *config.Config { return srv.Config() },
+		Policy:         func() *keys.Policy { return srv.Policy() },
 		ConnectTimeout: cfg.Limits.RelayConnectTimeout.Duration,
 		CommandTimeout: cfg.Limits.RelayCommandTimeout.Duration,
 		Log:            log,
@@ -173,7 +185,8 @@ func run(log *slog.Logger, configPath string, check bool) error {
 	}
 	srv = server.New(server.Options{
 		Config: cfg, Policy: policy, HostKey: hostKey, Audit: auditLog, Log: log,
-		Env: env, Relayed: &federation.Receiver{Env: env},
+		HostCert: func() ssh.Signer { return deref(hostCert.Load()) },
+		Env:      env, Relayed: &federation.Receiver{Env: env},
 	})
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -197,7 +210,7 @@ func run(log *slog.Logger, configPath string, check bool) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				if c := reload(log, auditLog, srv, configPath, cfg, l.Addr().String()); c != nil {
+				if c := reload(log, auditLog, srv, configPath, cfg, l.Addr().String(), hostKey, &hostCert); c != nil {
 					limits.Replace(timelimit.FromConfig(c))
 				}
 				continue
@@ -218,10 +231,16 @@ func run(log *slog.Logger, configPath string, check bool) error {
 // warning. A config with no admins would turn the first-run default on:
 // refused unless the server listens (listening) on loopback. It returns
 // the config now in force, or nil if the file was refused.
-func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config, listening string) *config.Config {
+func reload(log *slog.Logger, auditLog *audit.Log, srv *server.Server, path string, running *config.Config, listening string,
+	hostKey ssh.Signer, hostCert *atomic.Pointer[ssh.Signer]) *config.Config {
 	cfg, policy, err := load(path)
 	if err == nil && policy.Default {
 		err = keys.CheckDefaultListener(listening)
+	}
+	if err == nil {
+		// A renewed host certificate is taken at reload, so that
+		// certificates can be short-lived.
+		err = loadHostCert(log, cfg, hostKey, hostCert)
 	}
 	if err != nil {
 		log.Error("reload refused; the old configuration stays in force", "err", err.Error())
@@ -248,6 +267,31 @@ func logSkipped(log *slog.Logger, policy *keys.Policy) {
 		log.Warn(fmt.Sprintf("%d of the running user's keys are not trusted: an option tsadmin cannot honour, or not a key it accepts", n),
 			"skipped", strings.Join(policy.DefaultSkipped, "; "))
 	}
+}
+
+// loadHostCert puts the host certificate (host_certificate:) in force, or
+// none when the config names none.
+func loadHostCert(log *slog.Logger, cfg *config.Config, hostKey ssh.Signer, into *atomic.Pointer[ssh.Signer]) error {
+	if cfg.HostCertificate == "" {
+		into.Store(nil)
+		return nil
+	}
+	signer, warning, err := keys.LoadHostCertificate(cfg, hostKey, time.Now())
+	if err != nil {
+		return err
+	}
+	if warning != "" {
+		log.Warn(warning+"; peers and clients that trust the host CA refuse it", "file", cfg.Resolve(cfg.HostCertificate))
+	}
+	into.Store(&signer)
+	return nil
+}
+
+func deref(s *ssh.Signer) ssh.Signer {
+	if s == nil {
+		return nil
+	}
+	return *s
 }
 
 func auditPath(cfg *config.Config) string {

@@ -38,6 +38,16 @@ type Config struct {
 	Limits      Limits            `yaml:"limits"`
 	Audit       Audit             `yaml:"audit"`
 	Servers     map[string]Server `yaml:"servers"`
+	// ServersFile is the fleet file (servers_file:): NAME ADDRESS lines,
+	// the same file on every server; its peers join Servers.
+	ServersFile string `yaml:"servers_file"`
+	// TrustedHostCAKeys are the host CAs whose host certificates make a
+	// peer trusted without a pinned key, as @cert-authority in known_hosts.
+	TrustedHostCAKeys []Line `yaml:"trusted_host_ca_keys"`
+	// HostCertificate is this server's OpenSSH host certificate (the
+	// -cert.pub that ssh-keygen -s CA -h wrote), presented to clients and
+	// to peers.
+	HostCertificate string `yaml:"host_certificate"`
 }
 
 // Sessions is the sessions: block.
@@ -94,6 +104,8 @@ type Limits struct {
 	KeepaliveCountMax        int      `yaml:"keepalive_count_max"`
 	RelayConnectTimeout      Duration `yaml:"relay_connect_timeout"`
 	RelayCommandTimeout      Duration `yaml:"relay_command_timeout"`
+	// RelayMaxConcurrent bounds the peers /server:* asks at once.
+	RelayMaxConcurrent int `yaml:"relay_max_concurrent"`
 }
 
 // Audit is the audit: block.
@@ -105,6 +117,8 @@ type Audit struct {
 type Server struct {
 	Address string `yaml:"address"`
 	HostKey Line   `yaml:"host_key"`
+	// FromFile is set for a peer read from servers_file.
+	FromFile bool `yaml:"-"`
 }
 
 // Line is a string that remembers the line it was written on, so that a
@@ -157,7 +171,8 @@ const (
 	DefaultPolicyEvery = 30 * time.Second
 	// MinPolicyEvery bounds how often the policy loop may list the
 	// sessions (each listing reads /proc).
-	MinPolicyEvery = time.Second
+	MinPolicyEvery  = time.Second
+	DefaultRelayMax = 64
 	// MaxFileSize bounds config.yaml and keys files.
 	MaxFileSize = 1 << 20
 )
@@ -318,6 +333,7 @@ func (c *Config) check() error {
 	setInt(&c.Limits.MaxStartups, DefaultMaxStartups)
 	setInt(&c.Limits.MaxStartupsPerSource, DefaultPerSource)
 	setInt(&c.Limits.KeepaliveCountMax, DefaultKeepaliveN)
+	setInt(&c.Limits.RelayMaxConcurrent, DefaultRelayMax)
 	for _, n := range []struct {
 		name string
 		v    int
@@ -327,6 +343,7 @@ func (c *Config) check() error {
 		{"limits.max_startups", c.Limits.MaxStartups},
 		{"limits.max_startups_per_source", c.Limits.MaxStartupsPerSource},
 		{"limits.keepalive_count_max", c.Limits.KeepaliveCountMax},
+		{"limits.relay_max_concurrent", c.Limits.RelayMaxConcurrent},
 	} {
 		if n.v < 1 {
 			return fmt.Errorf("%s: must be at least 1", n.name)
@@ -360,6 +377,9 @@ func (c *Config) check() error {
 			return fmt.Errorf("%s: give keys or keys_file", where)
 		}
 	}
+	if err := c.loadServersFile(); err != nil {
+		return err
+	}
 	for name, s := range c.Servers {
 		if !ValidName(name) {
 			return fmt.Errorf("servers: name %q: use letters, digits, '.', '_' and '-'", name)
@@ -370,8 +390,11 @@ func (c *Config) check() error {
 		if _, _, err := net.SplitHostPort(s.Address); err != nil {
 			return fmt.Errorf("servers: %s: address %q: %v", name, s.Address, err)
 		}
-		if s.HostKey.Value == "" {
-			return fmt.Errorf("servers: %s: host_key is required (the peer's pinned public host key)", name)
+		if s.HostKey.Value == "" && len(c.TrustedHostCAKeys) == 0 {
+			if s.FromFile {
+				return fmt.Errorf("servers_file: %s: a peer from the fleet file needs trusted_host_ca_keys (it has no pinned host_key)", name)
+			}
+			return fmt.Errorf("servers: %s: host_key is required (the peer's pinned public host key), or trusted_host_ca_keys", name)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 // Package federation runs commands on peer tsadmin servers: /server:NAME.
 // The local server connects to the peer over SSH, verifies the peer's
-// pinned host key, authenticates with its own host key, and asks the peer
+// pinned host key or its host certificate (trusted_host_ca_keys),
+// authenticates with its own host certificate or host key, and asks the peer
 // to run the admin's line on the admin's behalf. The peer maps the admin
 // with its own admins list and decides with its own roles; its output and
 // exit status come back unchanged (but for control characters, which are
@@ -73,7 +74,9 @@ const maxOutput = 4 << 20
 type Options struct {
 	Self           string                // this server's name
 	Signer         ssh.Signer            // this server's host key: the client key for peers
+	Cert           func() ssh.Signer     // this server's host certificate, or nil; tried before Signer
 	Servers        func() *config.Config // the config in force (peers change on reload)
+	Policy         func() *keys.Policy   // the policy in force: the trusted host CAs
 	ConnectTimeout time.Duration         // TCP connect and SSH handshake
 	CommandTimeout time.Duration         // one relayed command, logoff grace not included
 	IdleExpiry     time.Duration         // pooled connections unused this long are closed
@@ -91,8 +94,25 @@ type Relay struct {
 type pooled struct {
 	client *ssh.Client
 	addr   string
-	key    string // the pinned host key it was verified with
+	trust  string    // what it was verified with (trustOf)
+	until  time.Time // the peer's host certificate expires then; zero for a pinned key
 	timer  *time.Timer
+}
+
+// usable reports whether a pooled connection may serve srv now: same
+// address, same trust, and a certificate still valid.
+func (p *pooled) usable(srv config.Server, trust string, now time.Time) bool {
+	return p.addr == srv.Address && p.trust == trust && (p.until.IsZero() || now.Before(p.until))
+}
+
+// trustOf names what a peer's host key is verified with: its pinned key,
+// or the host CAs trusted. A reload that changes it retires the pooled
+// connection.
+func (r *Relay) trustOf(srv config.Server) string {
+	if srv.HostKey.Value != "" {
+		return srv.HostKey.Value
+	}
+	return "ca:" + r.o.Policy().Hosts().Fingerprints()
 }
 
 // New returns a Relay.
@@ -122,12 +142,25 @@ func (r *Relay) Names() []string {
 
 // lookup finds a peer by name, case-insensitively.
 func (r *Relay) lookup(name string) (string, config.Server, bool) {
-	for n, s := range r.o.Servers().Servers {
+	servers := r.o.Servers().Servers
+	if s, ok := servers[name]; ok {
+		return name, s, true
+	}
+	for n, s := range servers {
 		if strings.EqualFold(n, name) {
 			return n, s, true
 		}
 	}
 	return "", config.Server{}, false
+}
+
+// known lists the peers for an error line: the first ten of a fleet.
+func known(names []string) string {
+	const most = 10
+	if len(names) <= most {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:most], ", "), len(names)-most)
 }
 
 // serverErr is an exit-7 failure with a one-line reason.
@@ -139,7 +172,7 @@ func serverErr(format string, args ...any) error {
 func (r *Relay) Relay(ctx context.Context, server string, caller shell.Caller, cmd shell.Command, stdout, stderr io.Writer) error {
 	name, _, ok := r.lookup(server)
 	if !ok {
-		return serverErr("unknown server %q (known: %s)", server, strings.Join(r.Names(), ", "))
+		return serverErr("unknown server %q (known: %s)", server, known(r.Names()))
 	}
 	timeout := r.o.CommandTimeout
 	if cmd.Verb == shell.VerbLogoff {
@@ -173,10 +206,14 @@ func writeClean(w io.Writer, data []byte) {
 	io.WriteString(w, b.String())
 }
 
-// QueryAll implements shell.Relayer: the query on every peer at once, as
-// JSON, merged into rows.
+// QueryAll implements shell.Relayer: the query on every peer, as JSON,
+// merged into rows. At most limits.relay_max_concurrent peers are asked
+// at once, each within its own deadline (the command timeout, counted
+// from its turn); the peers that fail are each one error, and the others'
+// rows stand.
 func (r *Relay) QueryAll(ctx context.Context, caller shell.Caller, cmd shell.Command) ([]shell.Row, []error) {
 	names := r.Names()
+	turn := make(chan struct{}, max(1, r.o.Servers().Limits.RelayMaxConcurrent))
 	type result struct {
 		rows []shell.Row
 		err  error
@@ -191,6 +228,13 @@ func (r *Relay) QueryAll(ctx context.Context, caller shell.Caller, cmd shell.Com
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case turn <- struct{}{}:
+				defer func() { <-turn }()
+			case <-ctx.Done():
+				results[i].err = serverErr("server %s: not asked: %v", name, ctx.Err())
+				return
+			}
 			line := verb + " /fo:json /server:" + name
 			out, errOut, status, err := r.run(ctx, name, caller, line, r.o.CommandTimeout)
 			if err == nil && status != 0 {
@@ -344,22 +388,23 @@ func (r *Relay) client(ctx context.Context, name string) (*ssh.Client, bool, err
 		return nil, false, serverErr("unknown server %q", name)
 	}
 	key := strings.ToUpper(name)
+	trust := r.trustOf(srv)
 	r.mu.Lock()
-	if p := r.pool[key]; p != nil && p.addr == srv.Address && p.key == srv.HostKey.Value {
+	if p := r.pool[key]; p != nil && p.usable(srv, trust, time.Now()) {
 		p.timer.Reset(r.o.IdleExpiry)
 		r.mu.Unlock()
 		return p.client, false, nil
 	}
 	r.mu.Unlock()
 
-	client, err := r.dial(ctx, srv)
+	client, until, err := r.dial(ctx, name, srv)
 	if err != nil {
 		return nil, true, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old := r.pool[key]; old != nil {
-		if old.addr == srv.Address && old.key == srv.HostKey.Value {
+		if old.usable(srv, trust, time.Now()) {
 			// Another command dialled the same peer meanwhile: share
 			// its connection (it may be in use) and drop ours.
 			go client.Close()
@@ -370,7 +415,7 @@ func (r *Relay) client(ctx context.Context, name string) (*ssh.Client, bool, err
 		old.timer.Stop()
 		go old.client.Close()
 	}
-	p := &pooled{client: client, addr: srv.Address, key: srv.HostKey.Value}
+	p := &pooled{client: client, addr: srv.Address, trust: trust, until: until}
 	p.timer = time.AfterFunc(r.o.IdleExpiry, func() { r.drop(name, client) })
 	r.pool[key] = p
 	return client, true, nil
@@ -400,35 +445,83 @@ func (r *Relay) Close() {
 }
 
 // dial connects to a peer within the connect timeout, verifying its pinned
-// host key, and authenticates with this server's host key.
-func (r *Relay) dial(ctx context.Context, srv config.Server) (*ssh.Client, error) {
-	pinned, err := keys.PeerKey(srv.HostKey.Value)
+// host key, or else its host certificate, and authenticates with this
+// server's host certificate (when it has one) and host key.
+func (r *Relay) dial(ctx context.Context, name string, srv config.Server) (*ssh.Client, time.Time, error) {
+	var until time.Time
+	check, algos, err := r.hostCheck(name, srv, &until)
 	if err != nil {
-		return nil, serverErr("bad pinned host key: %v", err)
+		return nil, until, err
+	}
+	signers := []ssh.Signer{r.o.Signer}
+	if r.o.Cert != nil {
+		if c := r.o.Cert(); c != nil {
+			signers = []ssh.Signer{c, r.o.Signer}
+		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, r.o.ConnectTimeout)
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(dctx, "tcp", srv.Address)
 	if err != nil {
-		return nil, serverErr("unreachable: %v", err)
+		return nil, until, serverErr("unreachable: %v", err)
 	}
 	deadline, _ := dctx.Deadline()
 	conn.SetDeadline(deadline)
 	cc, chans, reqs, err := ssh.NewClientConn(conn, srv.Address, &ssh.ClientConfig{
 		User:              RelayUser,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(r.o.Signer)},
-		HostKeyCallback:   ssh.FixedHostKey(pinned),
-		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		HostKeyCallback:   check,
+		HostKeyAlgorithms: algos,
 		Config:            ssh.Config{KeyExchanges: keys.KeyExchanges, Ciphers: keys.Ciphers, MACs: keys.MACs},
 	})
 	if err != nil {
 		conn.Close()
-		if strings.Contains(err.Error(), "host key mismatch") || strings.Contains(err.Error(), "ssh: host key") {
-			return nil, serverErr("the peer's host key does not match the pinned one")
+		var bad *badHostKey
+		if errors.As(err, &bad) {
+			return nil, until, serverErr("%s", bad.msg)
 		}
-		return nil, serverErr("refused: %v", err)
+		return nil, until, serverErr("refused: %v", err)
 	}
 	conn.SetDeadline(time.Time{})
-	return ssh.NewClient(cc, chans, reqs), nil
+	return ssh.NewClient(cc, chans, reqs), until, nil
+}
+
+// badHostKey is a peer whose host key or certificate was refused, with the
+// one-line reason.
+type badHostKey struct{ msg string }
+
+func (e *badHostKey) Error() string { return e.msg }
+
+// hostCheck is how a peer's host key is verified: the pinned key when
+// servers: pins one (small setups), else the host certificate.
+// until is set to the certificate's expiry.
+func (r *Relay) hostCheck(name string, srv config.Server, until *time.Time) (ssh.HostKeyCallback, []string, error) {
+	if srv.HostKey.Value != "" {
+		pinned, err := keys.PeerKey(srv.HostKey.Value)
+		if err != nil {
+			return nil, nil, serverErr("bad pinned host key: %v", err)
+		}
+		return func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if !bytes.Equal(key.Marshal(), pinned.Marshal()) {
+				return &badHostKey{"the peer's host key does not match the pinned one"}
+			}
+			return nil
+		}, []string{ssh.KeyAlgoED25519}, nil
+	}
+	hosts := r.o.Policy().Hosts()
+	if !hosts.Enabled() {
+		return nil, nil, serverErr("no pinned host key and no trusted host CA (trusted_host_ca_keys)")
+	}
+	// The plain key is offered too, so that a peer without a certificate
+	// is told apart from one that cannot be reached.
+	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
+		if err := hosts.CheckPeer(name, key, time.Now()); err != nil {
+			return &badHostKey{err.Error()}
+		}
+		if c := key.(*ssh.Certificate); c.ValidBefore != ssh.CertTimeInfinity {
+			*until = time.Unix(int64(min(c.ValidBefore, 1<<62)), 0)
+		}
+		return nil
+	}, []string{ssh.CertAlgoED25519v01, ssh.KeyAlgoED25519}, nil
 }

@@ -32,6 +32,9 @@ func (p *Policy) Authenticate(addr net.Addr, key ssh.PublicKey, now time.Time) (
 	if err := p.revoked.Check(key); err != nil {
 		return nil, err
 	}
+	if cert, ok := key.(*ssh.Certificate); ok && cert.CertType == ssh.HostCert {
+		return p.authenticatePeerCert(cert, now)
+	}
 	if cert, ok := key.(*ssh.Certificate); ok {
 		return p.authenticateCert(addr, cert, now)
 	}

@@ -55,6 +55,7 @@ type Policy struct {
 	noMatch map[string]string
 	cas     []ssh.PublicKey
 	peers   map[string]string // ssh wire format of a peer's host key -> peer name
+	hosts   *HostTrust        // peers by host certificate (hostca.go)
 	// Admins lists the admin names, for the first log lines and reloads.
 	Admins map[string]string // name -> role
 	// Default reports that no admins were configured and the running user's
@@ -143,7 +144,17 @@ func NewPolicy(c *config.Config) (*Policy, error) {
 		}
 		p.cas = append(p.cas, k)
 	}
+	var err error
+	if p.hosts, err = newHostTrust(c); err != nil {
+		return nil, err
+	}
+	// A revoked host key, host certificate or host CA is refused as a
+	// user's is.
+	p.hosts.Revoked = p.revoked.Check
 	for name, srv := range c.Servers {
+		if srv.HostKey.Value == "" {
+			continue // trusted by its host certificate
+		}
 		k, err := parsePeerKey(srv.HostKey.Value)
 		if err != nil {
 			return nil, fmt.Errorf("%s: line %d: servers: %s: host_key: %v", c.Path, srv.HostKey.Line, name, err)

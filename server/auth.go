@@ -86,6 +86,12 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 			}
 		},
 	}
+	// gliderlabs adds the plain host key (HostSigners) after this.
+	if s.hostCert != nil {
+		if c := s.hostCert(); c != nil {
+			sc.AddHostKey(c)
+		}
+	}
 	return sc
 }
 

@@ -32,9 +32,11 @@ type Server struct {
 	log     *slog.Logger
 	audit   *audit.Log
 	hostKey gossh.Signer
-	env     *shell.Env
-	relayed RelayedRunner
-	gl      *gliderssh.Server
+	// hostCert presents the host certificate, when there is one (auth.go).
+	hostCert func() gossh.Signer
+	env      *shell.Env
+	relayed  RelayedRunner
+	gl       *gliderssh.Server
 
 	cfg    atomic.Pointer[config.Config]
 	policy atomic.Pointer[keys.Policy]
@@ -53,10 +55,15 @@ type Options struct {
 	Config  *config.Config
 	Policy  *keys.Policy
 	HostKey gossh.Signer
-	Env     *shell.Env // what admins' sessions run against
-	Audit   *audit.Log
-	Log     *slog.Logger
-	Relayed RelayedRunner // runs the commands peers send
+	// HostCert returns the host certificate's signer (nil for none): it
+	// is presented beside the plain host key, so that clients that trust
+	// a host CA (@cert-authority) and clients that pinned the key both
+	// connect. A func, so that a reload can renew it.
+	HostCert func() gossh.Signer
+	Env      *shell.Env // what admins' sessions run against
+	Audit    *audit.Log
+	Log      *slog.Logger
+	Relayed  RelayedRunner // runs the commands peers send
 }
 
 // RelayedRunner runs a command that a peer relays (federation's receiving
@@ -68,7 +75,7 @@ type RelayedRunner interface {
 // New builds a server; Serve starts it.
 func New(o Options) *Server {
 	s := &Server{
-		log: o.Log, audit: o.Audit, hostKey: o.HostKey,
+		log: o.Log, audit: o.Audit, hostKey: o.HostKey, hostCert: o.HostCert,
 		env: o.Env, relayed: o.Relayed,
 		conns: make(map[*connState]struct{}), perSource: make(map[string]int),
 	}
