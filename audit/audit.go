@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tsadmin-dev/tsadmin/config"
 )
 
 // Log is the audit log. It is safe for concurrent use.
@@ -37,13 +39,34 @@ func Open(path string) (*Log, error) {
 	if path == "" {
 		return newLog(os.Stderr, false), nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	// Never through a symlink, and never a file or directory another
+	// user could change: root appends to whatever this names.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+	case fi.Mode()&os.ModeCharDevice != 0 && ownedByRoot(fi):
+		// A device node (/dev/null, /dev/full in tests) only root makes.
+	case !fi.Mode().IsRegular():
+		err = fmt.Errorf("%s is not a regular file", path)
+	default:
+		err = config.CheckTrusted(path, fi)
+	}
+	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	l := newLog(f, true)
 	l.owned = true
 	return l, nil
+}
+
+func ownedByRoot(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == 0
 }
 
 func newLog(f *os.File, syncable bool) *Log {

@@ -68,3 +68,33 @@ func TestAnUnwritableLogFailsAndIsReportedOnce(t *testing.T) {
 		t.Errorf("the failure was reported %d times, want once a minute", len(reported))
 	}
 }
+
+// The audit log is never opened through a symlink, nor when another user
+// could change it: root appends to whatever the path names.
+func TestAuditLogRefusesSymlinksAndFilesOthersCanChange(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "shadow")
+	if err := os.WriteFile(target, []byte("root only\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "audit.log")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := Open(link); err == nil {
+		l.Close()
+		t.Fatal("the audit log was opened through a symlink")
+	}
+	if data, _ := os.ReadFile(target); string(data) != "root only\n" {
+		t.Fatalf("the symlink's target was written: %q", data)
+	}
+	open := filepath.Join(dir, "open.log")
+	if err := os.WriteFile(open, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(open, 0o666)
+	if l, err := Open(open); err == nil {
+		l.Close()
+		t.Fatal("a world-writable audit log was accepted")
+	}
+}
