@@ -15,11 +15,11 @@ import (
 // 256 kB; a refused connection must cost the audit log a few hundred bytes
 // at most, or a flood of them fills the disk and logoff fails closed.
 const (
-	MaxLogin        = 32 // login names
-	MaxMethod       = 16 // authentication method names
-	MaxReason       = 64 // reasons, which may quote a certificate's principals
-	MaxMethods      = 4  // distinct methods kept per connection
-	MaxFingerprints = 3  // distinct key fingerprints kept per connection
+	MaxLogin        = 32  // login names
+	MaxMethod       = 16  // authentication method names
+	MaxReason       = 128 // reasons, which may quote a certificate's principals
+	MaxMethods      = 4   // distinct methods kept per connection
+	MaxFingerprints = 3   // distinct key fingerprints kept per connection
 )
 
 // Clip returns s escaped (control characters, format characters such as

@@ -58,7 +58,7 @@ func TestRefusedRecordIsBounded(t *testing.T) {
 	if len(lines) != 1 {
 		t.Fatalf("want 1 record, got %d", len(lines))
 	}
-	if len(data) > 600 {
+	if len(data) > 700 { // a few hundred bytes, whatever the client sends
 		t.Errorf("the record is %d bytes: %s", len(data), data)
 	}
 	var m map[string]any

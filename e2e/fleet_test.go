@@ -272,12 +272,13 @@ func TestHostCARefusesBadPeerCertificates(t *testing.T) {
 // principal names a server of the fleet; else it is refused at
 // authentication, with the reason in the audit log.
 func TestHostCARefusesBadRelayCertificates(t *testing.T) {
-	_, admins := fedAdmins(t)
+	k, admins := fedAdmins(t)
 	ca := newHostCA(t)
 	rogue := newHostCA(t)
 	nodes, _ := startCertFleet(t, ca, map[string]certNode{"A": {admins: admins["A"]}, "B": {admins: admins["B"]}})
 	b := nodes["B"]
-	req := map[string]any{"tsadmin_relay": 1, "admin": "alice", "fingerprint": "x", "via": "A", "line": "query user"}
+	fp := ssh.FingerprintSHA256(k.alice.Signer.PublicKey())
+	req := map[string]any{"tsadmin_relay": 1, "admin": "alice", "method": "key", "fingerprint": fp, "via": "A", "line": "query user"}
 	for _, c := range []struct {
 		what, principals string
 		ca               hostCA
@@ -310,8 +311,11 @@ func TestHostCARefusesBadRelayCertificates(t *testing.T) {
 		if status != 255 {
 			t.Errorf("%s: not refused at authentication: %d %q", c.what, status, out)
 		}
-		if !hasAudit(b.Audit(), func(m map[string]any) bool {
-			return m["msg"] == "auth" && m["accepted"] == false && strings.Contains(fmt.Sprint(m["reason"]), c.reason)
+		// A connection's refusals are one record, written when it closes.
+		if !waitUntil(5*time.Second, func() bool {
+			return hasAudit(b.Audit(), func(m map[string]any) bool {
+				return m["msg"] == "auth.refused" && strings.Contains(fmt.Sprint(m["reason"]), c.reason)
+			})
 		}) {
 			t.Errorf("%s: no audit record with %q", c.what, c.reason)
 		}
