@@ -641,12 +641,14 @@ func (s *Source) end(ctx context.Context, h session, id int, report sessions.Rep
 	// process exists before its parent has ended, so that reading has it;
 	// "the processes held so far ended" alone is no proof, as a process
 	// that forks and exits in a loop shows.
+	// A process the reading found counts even if it is gone before it
+	// could be held: it may have forked first.
 	rescan := func() (fresh []handle, empty bool) {
 		ended := len(remaining()) == 0
-		fresh, foreign := s.newMembers(h, readProcs(s.proc), held)
+		fresh, foreign, found := s.newMembers(h, readProcs(s.proc), held)
 		s.refuse(h, foreign, refused, report)
 		held = append(held, fresh...)
-		return fresh, ended && len(fresh) == 0
+		return fresh, ended && found == 0
 	}
 	wait := func() error {
 		select {
@@ -703,19 +705,23 @@ func (s *Source) forget() {
 	s.mu.Unlock()
 }
 
-// newMembers holds the session's processes that are not held yet.
-func (s *Source) newMembers(h session, procs procTable, held []handle) ([]handle, []*proc) {
+// newMembers holds the session's processes that are not held yet; found
+// is how many of the session's user procs has, held or gone meanwhile.
+func (s *Source) newMembers(h session, procs procTable, held []handle) (fresh []handle, foreign []*proc, found int) {
 	known := map[int]uint64{}
 	for _, p := range held {
 		known[p.p.pid] = p.p.start
 	}
-	var fresh []*proc
+	var ps []*proc
 	for _, p := range s.members(h, procs) {
 		if at, ok := known[p.pid]; !ok || at != p.start {
-			fresh = append(fresh, p)
+			ps = append(ps, p)
 		}
 	}
-	return s.hold(h, fresh)
+	fresh, foreign = s.hold(h, ps)
+	// Another user's processes are never signalled, so they do not keep
+	// the session from being empty.
+	return fresh, foreign, len(ps) - len(foreign)
 }
 
 // Message implements sessions.Messenger: it writes text to the session's
