@@ -396,3 +396,6 @@ func (l *Login) Close() {
 		<-l.done
 	}
 }
+
+// PID is the listening sshd's process ID.
+func (s *SSHD) PID() int { return s.cmd.Process.Pid }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -213,6 +214,8 @@ func attackerAndVictim(t *testing.T) (a, b sshdtest.User, victim *exec.Cmd, vp *
 	b = sshdtest.NewUser(t, "tsvic")
 	args := asUser(b, "sleep", "1000")
 	victim = exec.Command(args[0], args[1:]...)
+	// A session leader, as a login's first process is.
+	victim.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := victim.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -82,6 +82,10 @@ type session struct {
 	owner     int    // the uid the session's processes act for; only they are signalled
 	sessionID uint64 // audit session id, or noSession
 	tty       uint64 // the terminal's device number, 0 if none
+	// trusted: the session's loginuid was set by a root-owned login
+	// manager (see vouches), so a process's loginuid ties it to the
+	// session's user; otherwise only its real uid does.
+	trusted bool
 }
 
 // lineRE is what a utmp line may be for the source to touch its device.
@@ -122,6 +126,7 @@ func (s *Source) scan(ctx context.Context) ([]session, error) {
 		ttys, leaders, _ = s.claims(ctx)
 	}
 	procs := readProcs(s.proc)
+	roots := s.auditRoots(procs)
 	boot := bootTime(s.proc)
 	now := time.Now()
 	var out []session
@@ -132,15 +137,16 @@ func (s *Source) scan(ctx context.Context) ([]session, error) {
 		if p == nil {
 			continue // stale record: its process has gone
 		}
-		uid, ok := s.verify(r, p, boot, suspicious)
+		uid, ok := s.verify(r, p, procs, roots, boot, suspicious)
 		if !ok {
 			continue
 		}
-		leader := s.loginManagerOf(p, procs, uid)
+		leader := s.loginManagerOf(p, procs, roots, uid)
 		if ttys[r.Line] || leaders[leader.pid] || leaders[p.pid] {
 			continue // logind lists it
 		}
-		h := session{leader: leader.pid, leaderAt: leader.start, sessionID: leader.sessionID, owner: uid}
+		h := session{leader: leader.pid, leaderAt: leader.start, sessionID: leader.sessionID, owner: uid,
+			trusted: roots.vouch(leader.sessionID) == uid}
 		h.Name = r.Line
 		h.User = userName(uid)
 		h.Device = r.Host
@@ -149,8 +155,13 @@ func (s *Source) scan(ctx context.Context) ([]session, error) {
 		h.Key = fmt.Sprintf("utmp:%s:%d:%d", r.Line, leader.pid, leader.start)
 		h.State = sessions.Disc
 		if lineRE.MatchString(r.Line) {
+			// The line is the session's terminal only while its user owns
+			// it and a process of the session has it as its controlling
+			// terminal: a record outlives its pty (utempter, a closed
+			// tmux pane), and the next pty of that number may be anyone's.
 			var st syscall.Stat_t
-			if err := syscall.Stat(filepath.Join(s.dev, r.Line), &st); err == nil {
+			if err := syscall.Stat(filepath.Join(s.dev, r.Line), &st); err == nil &&
+				st.Mode&syscall.S_IFMT == syscall.S_IFCHR && int(st.Uid) == uid && s.controls(h, procs, st.Rdev) {
 				h.tty = st.Rdev
 				h.IdleTime = max(0, now.Sub(time.Unix(st.Atim.Sec, st.Atim.Nsec)))
 				h.State = sessions.Active
@@ -161,7 +172,7 @@ func (s *Source) scan(ctx context.Context) ([]session, error) {
 		}
 		out = append(out, h)
 	}
-	for _, h := range s.noTTY(procs, claimed) {
+	for _, h := range s.noTTY(procs, roots, claimed, suspicious) {
 		if !leaders[h.leader] {
 			out = append(out, h)
 		}
@@ -185,7 +196,12 @@ const startSlack = 2
 // taken at its word would hand that process, and its whole login, to
 // whoever may end the record's user. A record whose process belongs to
 // another user is noted in suspicious, keyed by record.
-func (s *Source) verify(r Record, p *proc, boot int64, suspicious map[string]func()) (int, bool) {
+//
+// A record must also name a process that can lead a login: not PID 1, not
+// tsadmin, not the listening sshd, and a session leader (setsid) unless
+// its parent is the login manager of the same login. A forged record over
+// PID 1 or a daemon would otherwise make every process under it a member.
+func (s *Source) verify(r Record, p *proc, procs procTable, roots auditRoots, boot int64, suspicious map[string]func()) (int, bool) {
 	started := int64(-1)
 	if boot > 0 {
 		started = boot + int64(p.start)/s.clkTck
@@ -211,13 +227,18 @@ func (s *Source) verify(r Record, p *proc, boot int64, suspicious map[string]fun
 	if !ok {
 		return 0, false // gone meanwhile
 	}
-	if !o.actsFor(uid) {
+	if !o.actsFor(uid, roots.vouch(p.sessionID) == uid) {
 		note("a login record names another user than the owner of its process; it is not listed",
 			slog.Int("record_uid", uid), slog.Int("process_uid", o.uid), slog.Int("process_loginuid", o.loginUID))
 		return 0, false
 	}
 	if !fresh {
 		return 0, false // the record's process has gone and its PID was reused by the same user
+	}
+	if p.pid == 1 || p.pid == s.self || isListener(s.proc, p, procs) ||
+		p.sid != p.pid && s.loginManagerOf(p, procs, roots, uid) == p {
+		note("a login record names a process that does not lead a login (PID 1, tsadmin, the listening sshd, or no session leader); it is not listed")
+		return 0, false
 	}
 	return uid, true
 }
@@ -228,7 +249,7 @@ func (s *Source) verify(r Record, p *proc, boot int64, suspicious map[string]fun
 // login of the same login (same audit session, acting for the same user),
 // as where OpenSSH records the PID of the user's shell; else p (tmux and
 // screen record their own PID).
-func (s *Source) loginManagerOf(p *proc, procs procTable, uid int) *proc {
+func (s *Source) loginManagerOf(p *proc, procs procTable, roots auditRoots, uid int) *proc {
 	if isLoginManager(p.comm) {
 		return p // never walk up to the listening sshd
 	}
@@ -237,7 +258,7 @@ func (s *Source) loginManagerOf(p *proc, procs procTable, uid int) *proc {
 		parent.sessionID != p.sessionID {
 		return p
 	}
-	if o, ok := readOwner(s.proc, parent.pid); ok && o.actsFor(uid) {
+	if o, ok := readOwner(s.proc, parent.pid); ok && o.actsFor(uid, roots.vouch(parent.sessionID) == uid) {
 		return parent
 	}
 	return p
@@ -276,20 +297,26 @@ func userName(uid int) string {
 	return id
 }
 
-// noTTY finds sessions that have no utmp record (OpenSSH writes none for
-// ssh -T and scp, cron writes none): groups of processes sharing an audit
-// session id that no utmp session claims.
-func (s *Source) noTTY(procs procTable, claimed map[uint64]bool) []session {
+// auditRoots holds, for each audit session id, the root of its group of
+// processes (the oldest member whose parent is not in the group) and the
+// loginuid that root vouches for (-1 when it vouches for none).
+type auditRoots map[uint64]auditRoot
+
+type auditRoot struct {
+	p     *proc
+	vouch int
+}
+
+// auditRoots groups the processes of procs by audit session id.
+func (s *Source) auditRoots(procs procTable) auditRoots {
 	groups := map[uint64][]*proc{}
 	for _, p := range procs {
-		if p.sessionID != noSession && p.sessionID != 0 && !claimed[p.sessionID] {
+		if p.sessionID != noSession && p.sessionID != 0 {
 			groups[p.sessionID] = append(groups[p.sessionID], p)
 		}
 	}
-	boot := bootTime(s.proc)
-	var out []session
+	out := make(auditRoots, len(groups))
 	for sid, members := range groups {
-		// The root is the oldest member whose parent is not in the group.
 		slices.SortFunc(members, func(a, b *proc) int { return cmp.Compare(a.start, b.start) })
 		root := members[0]
 		for _, m := range members {
@@ -298,36 +325,104 @@ func (s *Source) noTTY(procs procTable, claimed map[uint64]bool) []session {
 				break
 			}
 		}
-		if root.pid == s.self {
+		r := auditRoot{p: root, vouch: -1}
+		if o, ok := readOwner(s.proc, root.pid); ok && vouches(root, o) {
+			r.vouch = o.loginUID
+		}
+		out[sid] = r
+	}
+	return out
+}
+
+// vouch is the loginuid that the root of audit session sid vouches for,
+// or -1.
+func (a auditRoots) vouch(sid uint64) int {
+	if r, ok := a[sid]; ok {
+		return r.vouch
+	}
+	return -1
+}
+
+// controls reports whether a process of session h has the terminal tty as
+// its controlling terminal.
+func (s *Source) controls(h session, procs procTable, tty uint64) bool {
+	if h.sessionID != noSession {
+		for _, p := range procs {
+			if p.sessionID == h.sessionID && p.tty == tty {
+				return true
+			}
+		}
+		return false
+	}
+	for _, p := range s.members(h, procs) {
+		if p.tty == tty {
+			return true
+		}
+	}
+	return false
+}
+
+// noTTY finds sessions that have no utmp record (OpenSSH writes none for
+// ssh -T and scp, cron writes none): groups of processes sharing an audit
+// session id that no utmp session claims. A group belongs to the loginuid
+// of its root only when that root vouches for it (a root-owned sshd,
+// login or cron that set it); any process whose loginuid was unset may
+// set one itself, so a group whose root does not vouch is listed under
+// the real uid of its root, and reported when it claims another user.
+func (s *Source) noTTY(procs procTable, roots auditRoots, claimed map[uint64]bool, suspicious map[string]func()) []session {
+	boot := bootTime(s.proc)
+	var out []session
+	for sid, r := range roots {
+		root := r.p
+		if claimed[sid] || root.pid == s.self {
 			continue // tsadmin itself was started from a login
 		}
 		o, ok := readOwner(s.proc, root.pid)
 		if !ok {
 			continue // gone meanwhile
 		}
-		h := session{leader: root.pid, leaderAt: root.start, sessionID: sid, owner: o.loginUID}
-		if h.owner < 0 {
-			h.owner = o.uid
-		}
+		h := session{leader: root.pid, leaderAt: root.start, sessionID: sid, owner: o.uid}
 		h.Name = "sess:" + strconv.FormatUint(sid, 10)
+		h.Key = fmt.Sprintf("audit:%d:%d:%d", sid, root.pid, root.start)
+		if r.vouch >= 0 {
+			h.owner, h.trusted = r.vouch, true
+		} else if o.uid != 0 && o.loginUID >= 0 && o.loginUID != o.uid {
+			// (root may set any loginuid; a user's process only its own.)
+			attrs := []slog.Attr{slog.String("session", h.Name), slog.Int("pid", root.pid), slog.String("process", root.comm),
+				slog.Int("process_uid", o.uid), slog.Int("process_loginuid", o.loginUID)}
+			suspicious[h.Key] = func() {
+				s.OnSuspicious("a process that is no login manager set its own loginuid to another user; its session is listed under its real user", attrs...)
+			}
+		}
 		h.Type = sessionType(root.comm)
 		h.State = sessions.Active
-		h.Key = fmt.Sprintf("audit:%d:%d:%d", sid, root.pid, root.start)
 		h.User = userName(h.owner)
 		if boot > 0 {
 			h.LogonTime = time.Unix(boot+int64(root.start)/s.clkTck, 0)
 		}
-		// The remote address, where sshd put it in the environment of
-		// the user's processes.
-		for _, m := range members {
-			if c := environValue(s.proc, m.pid, "SSH_CONNECTION"); c != "" {
-				h.Device, _, _ = strings.Cut(c, " ")
-				break
-			}
+		if h.trusted && isLoginManager(root.comm) {
+			h.Device = s.sshPeer(sid, procs)
 		}
 		out = append(out, h)
 	}
 	return out
+}
+
+// sshPeer is the client address of the SSH login with audit session sid,
+// from the environment sshd gave the process it started for the login (a
+// member whose parent is a member sshd): only sshd writes that one.
+func (s *Source) sshPeer(sid uint64, procs procTable) string {
+	for _, p := range procs {
+		parent := procs[p.ppid]
+		if p.sessionID != sid || parent == nil || parent.sessionID != sid || !isLoginManager(parent.comm) || isLoginManager(p.comm) {
+			continue
+		}
+		if c := environValue(s.proc, p.pid, "SSH_CONNECTION"); c != "" {
+			addr, _, _ := strings.Cut(c, " ")
+			return addr
+		}
+	}
+	return ""
 }
 
 // find re-reads the host and returns the session with key.
@@ -346,8 +441,9 @@ func (s *Source) find(ctx context.Context, key string) (session, error) {
 
 // members returns the processes of a session: every process with its
 // audit session id when that is set (setsid and nohup do not change it);
-// otherwise the processes on its terminal and the tree under its leader.
-// The leader comes first. tsadmin itself and PID 1 are never members.
+// otherwise the processes on its terminal and the tree under its leader
+// down to where another kernel session starts. The leader comes first.
+// tsadmin itself, PID 1 and the listening sshd are never members.
 func (s *Source) members(h session, procs procTable) []*proc {
 	in := map[int]bool{}
 	if h.sessionID != noSession {
@@ -357,7 +453,7 @@ func (s *Source) members(h session, procs procTable) []*proc {
 			}
 		}
 	} else {
-		for pid := range procs.descendants(h.leader) {
+		for pid := range procs.sessionTree(h.leader) {
 			in[pid] = true
 		}
 		if h.tty != 0 {
@@ -373,6 +469,11 @@ func (s *Source) members(h session, procs procTable) []*proc {
 	}
 	delete(in, s.self)
 	delete(in, 1)
+	for pid := range in {
+		if isListener(s.proc, procs[pid], procs) {
+			delete(in, pid)
+		}
+	}
 	var out []*proc
 	if in[h.leader] {
 		out = append(out, procs[h.leader])
@@ -413,7 +514,7 @@ func (s *Source) hold(h session, ps []*proc) (held []handle, foreign []*proc) {
 		// Read after the pidfd is open: the owner is that of the held
 		// process (the start time check above ties the two).
 		o, ok := readOwner(s.proc, p.pid)
-		if !ok || !o.actsFor(h.owner) {
+		if !ok || !o.actsFor(h.owner, h.trusted) {
 			unix.Close(fd)
 			if ok {
 				foreign = append(foreign, p)
@@ -503,9 +604,38 @@ func (s *Source) end(ctx context.Context, h session, id int, req sessions.Logoff
 		return sessions.Errorf(sessions.ErrNotFound, "session %d has no processes of %s left", id, h.User)
 	}
 	report.Report("session %s of %s: %d processes: %s", h.Name, h.User, len(held), describe(held))
-	if req.Now {
-		report.Report("/now: sending SIGKILL to %d processes, with no SIGHUP and no grace", len(held))
-		return s.kill(h, id, &held, refused, report)
+	remaining := func() []handle {
+		var left []handle
+		for _, p := range held {
+			if !exited(p) {
+				left = append(left, p)
+			}
+		}
+		return left
+	}
+	// rescan holds the session's processes not held yet (children forked
+	// since the last look), and reports whether the session is empty:
+	// every process held so far had ended before a fresh reading of /proc
+	// that found no other. The order matters: a child forked by a held
+	// process exists before its parent has ended, so that reading has it;
+	// "the processes held so far ended" alone is no proof, as a process
+	// that forks and exits in a loop shows.
+	// A process the reading found counts even if it is gone before it
+	// could be held: it may have forked first.
+	rescan := func() (fresh []handle, empty bool) {
+		ended := len(remaining()) == 0
+		fresh, foreign, found := s.newMembers(h, readProcs(s.proc), held)
+		s.refuse(h, foreign, refused, report)
+		held = append(held, fresh...)
+		return fresh, ended && found == 0
+	}
+	wait := func() error {
+		select {
+		case <-ctx.Done():
+			return sessions.Errorf(sessions.ErrSurvived, "cancelled while waiting: %s remain", describe(remaining()))
+		case <-time.After(50 * time.Millisecond):
+			return nil
+		}
 	}
 	signalled := map[int]uint64{}
 	hup := func(hs []handle) error {
@@ -523,6 +653,10 @@ func (s *Source) end(ctx context.Context, h session, id int, req sessions.Logoff
 		}
 		return nil
 	}
+	if req.Now {
+		report.Report("/now: sending SIGKILL to %d processes, with no SIGHUP and no grace", len(held))
+		return s.kill(h, id, report, remaining, rescan, wait)
+	}
 	if err := hup(held); err != nil {
 		return err
 	}
@@ -532,80 +666,46 @@ func (s *Source) end(ctx context.Context, h session, id int, req sessions.Logoff
 		report.Report("sent SIGHUP to %d processes", len(held))
 	}
 
-	remaining := func() []handle {
-		var left []handle
-		for _, p := range held {
-			if !exited(p) {
-				left = append(left, p)
-			}
-		}
-		return left
-	}
 	deadline := time.Now().Add(s.grace)
 	for time.Now().Before(deadline) {
-		// Children forked since the last look are the session's too.
-		procs := readProcs(s.proc)
-		fresh, foreign := s.newMembers(h, procs, held)
-		s.refuse(h, foreign, refused, report)
-		if len(fresh) > 0 {
-			held = append(held, fresh...)
-			if err := hup(fresh); err != nil {
-				return err
-			}
-		}
-		if len(remaining()) == 0 {
+		fresh, empty := rescan()
+		if empty {
 			report.Report("all processes ended after SIGHUP")
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return sessions.Errorf(sessions.ErrSurvived, "cancelled while waiting: %s remain", describe(remaining()))
-		case <-time.After(50 * time.Millisecond):
+		if err := hup(fresh); err != nil {
+			return err
+		}
+		if err := wait(); err != nil {
+			return err
 		}
 	}
-	report.Report("after %s, %d processes remain: %s; sending SIGKILL", s.grace, len(remaining()), describe(remaining()))
-	return s.kill(h, id, &held, refused, report)
+	rescan()
+	left := remaining()
+	report.Report("after %s, %d processes remain: %s; sending SIGKILL", s.grace, len(left), describe(left))
+	return s.kill(h, id, report, remaining, rescan, wait)
 }
 
-// kill sends SIGKILL to the held processes of session h that have not
-// ended, and to any that joined the session meanwhile (a child forked
-// between two readings of /proc), until none is left or 2 seconds have
-// passed. The processes it holds are added to *held, for the caller to
-// release.
-func (s *Source) kill(h session, id int, held *[]handle, refused map[int]uint64, report sessions.Reporter) error {
-	killed := map[int]uint64{}
-	for i := 0; i < 40; i++ {
-		fresh, foreign := s.newMembers(h, readProcs(s.proc), *held)
-		s.refuse(h, foreign, refused, report)
-		*held = append(*held, fresh...)
-		var left []handle
-		for _, p := range *held {
-			if !exited(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			report.Report("all processes ended after SIGKILL")
-			return nil
-		}
-		for _, p := range left {
-			if at, done := killed[p.p.pid]; done && at == p.p.start {
-				continue
-			}
+// kill ends what is left of a session: each round sends SIGKILL to what is
+// held and looks again, until a reading finds the session empty. A killed
+// process forks no more, but one may have forked just before its SIGKILL.
+func (s *Source) kill(h session, id int, report sessions.Reporter, remaining func() []handle,
+	rescan func() ([]handle, bool), wait func() error) error {
+	for round := 0; round < killRounds; round++ {
+		for _, p := range remaining() {
 			if err := signal(p, unix.SIGKILL); err != nil {
 				return err
 			}
-			killed[p.p.pid] = p.p.start
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	var left []handle
-	for _, p := range *held {
-		if !exited(p) {
-			left = append(left, p)
+		if err := wait(); err != nil {
+			return err
+		}
+		if _, empty := rescan(); empty {
+			report.Report("all processes ended after SIGKILL")
+			return nil
 		}
 	}
-	return sessions.Errorf(sessions.ErrSurvived, "session %d: processes survived SIGKILL: %s", id, describe(left))
+	return sessions.Errorf(sessions.ErrSurvived, "session %d: processes survived SIGKILL: %s", id, describe(remaining()))
 }
 
 // Processes implements sessions.ProcessLister: for each session, the
@@ -669,6 +769,9 @@ func (s *Source) ticks(n uint64) time.Duration {
 	return time.Duration(n/hz)*time.Second + time.Duration(n%hz)*time.Second/time.Duration(hz)
 }
 
+// killRounds bounds the SIGKILL rounds of a logoff (50 ms apart).
+const killRounds = 40
+
 // forget drops the cached listing.
 func (s *Source) forget() {
 	s.mu.Lock()
@@ -676,19 +779,23 @@ func (s *Source) forget() {
 	s.mu.Unlock()
 }
 
-// newMembers holds the session's processes that are not held yet.
-func (s *Source) newMembers(h session, procs procTable, held []handle) ([]handle, []*proc) {
+// newMembers holds the session's processes that are not held yet; found
+// is how many of the session's user procs has, held or gone meanwhile.
+func (s *Source) newMembers(h session, procs procTable, held []handle) (fresh []handle, foreign []*proc, found int) {
 	known := map[int]uint64{}
 	for _, p := range held {
 		known[p.p.pid] = p.p.start
 	}
-	var fresh []*proc
+	var ps []*proc
 	for _, p := range s.members(h, procs) {
 		if at, ok := known[p.pid]; !ok || at != p.start {
-			fresh = append(fresh, p)
+			ps = append(ps, p)
 		}
 	}
-	return s.hold(h, fresh)
+	fresh, foreign = s.hold(h, ps)
+	// Another user's processes are never signalled, so they do not keep
+	// the session from being empty.
+	return fresh, foreign, len(ps) - len(foreign)
 }
 
 // Message implements sessions.Messenger: it writes text to the session's
@@ -707,7 +814,10 @@ func (s *Source) Message(ctx context.Context, target sessions.Session, text stri
 	}
 	defer f.Close()
 	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFCHR || st.Rdev != h.tty {
+	// Checked on the opened file: the pty may have been closed and its
+	// number given to another user since the listing.
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFCHR || st.Rdev != h.tty ||
+		int(st.Uid) != h.owner {
 		return fmt.Errorf("%s is not the session's terminal", h.Name)
 	}
 	_, err = f.WriteString("\r\n\a" + text + "\r\n")

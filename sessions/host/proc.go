@@ -17,6 +17,7 @@ const noSession = 4294967295
 type proc struct {
 	pid       int
 	ppid      int
+	sid       int // the kernel session (setsid), stat field 6
 	state     byte
 	tty       uint64 // tty_nr: the controlling terminal's device number
 	start     uint64 // start time in clock ticks since boot
@@ -131,6 +132,9 @@ func parseStat(data []byte) (*proc, bool) {
 		case 4:
 			v, _ := parseInt(f)
 			p.ppid = int(v)
+		case 6:
+			v, _ := parseInt(f)
+			p.sid = int(v)
 		case 7:
 			v, _ := parseInt(f)
 			p.tty = uint64(uint32(v))
@@ -176,8 +180,12 @@ func readProcs(root string) procTable {
 	return t
 }
 
-// descendants returns pid and every process below it.
-func (t procTable) descendants(pid int) map[int]bool {
+// sessionTree returns pid and the processes below it that are of the
+// same login: a child in another kernel session (setsid) than its parent
+// is left out, unless its parent is a login manager, below which the
+// login's own session starts. The tree never crosses into a session that
+// some other login, or a daemon, started.
+func (t procTable) sessionTree(pid int) map[int]bool {
 	children := make(map[int][]int)
 	for _, p := range t {
 		children[p.ppid] = append(children[p.ppid], p.pid)
@@ -187,13 +195,36 @@ func (t procTable) descendants(pid int) map[int]bool {
 	for len(stack) > 0 {
 		n := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if out[n] || t[n] == nil {
+		p := t[n]
+		if out[n] || p == nil {
 			continue
 		}
 		out[n] = true
-		stack = append(stack, children[n]...)
+		for _, c := range children[n] {
+			if cp := t[c]; cp != nil && (cp.sid == p.sid || isLoginManager(p.comm)) {
+				stack = append(stack, c)
+			}
+		}
 	}
 	return out
+}
+
+// isListener reports whether p is the listening sshd rather than one
+// login's: OpenSSH titles it "[listener]"; an older one is an sshd under
+// no sshd and without a loginuid (a login's sshd under init, after sshd
+// was restarted, has its login's loginuid where pam_loginuid runs).
+func isListener(root string, p *proc, procs procTable) bool {
+	if p.comm != "sshd" {
+		return false
+	}
+	if cmd, err := os.ReadFile(filepath.Join(root, strconv.Itoa(p.pid), "cmdline")); err == nil && bytes.Contains(cmd, []byte("[listener]")) {
+		return true
+	}
+	if parent := procs[p.ppid]; parent != nil && isLoginManager(parent.comm) {
+		return false
+	}
+	o, ok := readOwner(root, p.pid)
+	return ok && o.loginUID < 0
 }
 
 // environValue reads one variable from a process's environment (root can
@@ -262,10 +293,21 @@ func readOwner(root string, pid int) (owner, bool) {
 	return o, true
 }
 
-// actsFor reports whether the process belongs to uid: logged in as uid
-// (a root-owned sshd or login of that login is), or running as uid.
-func (o owner) actsFor(uid int) bool {
-	return uid >= 0 && (o.loginUID == uid || o.uid == uid)
+// actsFor reports whether the process belongs to uid: running as uid, or
+// logged in as uid where its loginuid can be believed (trusted: a
+// root-owned sshd or login of that login is, as are su and sudo below
+// it). A process whose loginuid was unset may write any uid into it
+// itself, so a loginuid alone proves nothing. Root is never matched by
+// the real uid alone: every daemon runs as root; a process acts for root
+// only when it is of a trusted login of root.
+func (o owner) actsFor(uid int, trusted bool) bool {
+	switch {
+	case uid < 0:
+		return false
+	case uid == 0:
+		return trusted && o.loginUID == 0
+	}
+	return o.uid == uid || trusted && o.loginUID == uid
 }
 
 // bootTime is when the machine booted, from /proc/stat btime, in seconds.
@@ -303,6 +345,23 @@ func sessionType(comm string) string {
 		return "bg:" + comm
 	}
 	return loginManager(comm)
+}
+
+// vouches reports whether the loginuid of p (read as o) was set by a
+// privileged login program: p runs as root (real uid 0) and is a login
+// manager or a job runner that opens PAM sessions. The kernel gives a
+// process a new audit session id whenever its loginuid is written, so
+// the root of an audit session that p vouches for vouches for the
+// loginuid of every process of that session.
+func vouches(p *proc, o owner) bool {
+	if o.uid != 0 || o.loginUID < 0 {
+		return false
+	}
+	switch p.comm {
+	case "sshd", "sshd-session", "login", "cron", "crond", "atd":
+		return true
+	}
+	return false
 }
 
 // isLoginManager reports whether comm is a program that writes utmp for
