@@ -162,6 +162,15 @@ func byID(a, b Session) int { return a.ID - b.ID }
 // sorted by ID, into one sorted list of n sessions. There are a few
 // sources, so the head of each is compared at every step.
 func mergeByID(heads [][]Session, n int) []Session {
+	var nonEmpty [][]Session
+	for _, h := range heads {
+		if len(h) > 0 {
+			nonEmpty = append(nonEmpty, h)
+		}
+	}
+	if len(nonEmpty) == 1 {
+		return nonEmpty[0] // one source has sessions: its list is the listing
+	}
 	all := make([]Session, 0, n)
 	for {
 		best := -1
