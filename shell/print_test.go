@@ -193,7 +193,7 @@ func TestIdleText(t *testing.T) {
 func TestCachedQuerySessionLinesMatchFreshOnes(t *testing.T) {
 	var lines lineCache
 	rows := benchRows(50)
-	rows[3].Name = "pts/\x1b[2J" // a cell that Clean escapes
+	rows[3].Name = "pts/\x1b[2J"          // a cell that Clean escapes
 	rows[4].User = "名前が長いユーザーの名前です、とても長い" // cut by rune, not byte
 	check := func(step string, rows []Row, withServer bool, width int) {
 		t.Helper()
