@@ -48,7 +48,13 @@ func newBench(opt options) (*bench, error) {
 }
 
 // servers are the three in the order the table lists them.
-func (b *bench) servers() []*server { return []*server{b.tsadmin, b.bare, b.openssh} }
+// OpenSSH is left out when -openssh=false.
+func (b *bench) servers() []*server {
+	if b.openssh == nil {
+		return []*server{b.tsadmin, b.bare}
+	}
+	return []*server{b.tsadmin, b.bare, b.openssh}
+}
 
 // run builds and starts the servers, measures them phase by phase and
 // prints each phase's figures as it ends.

@@ -32,8 +32,10 @@ func (b *bench) printLoad() {
 	over := float64(ct-cb) / float64(max(cb, 1))
 	fmt.Printf("tsadmin/bare CPU per connection: %s vs %s, %+.1f%% (target within %.0f%%: %s)\n",
 		ct, cb, 100*over, 100*targetCPUSlack, verdict(cb > 0 && over <= targetCPUSlack))
-	to := b.tsadmin.load.rate() / b.openssh.load.rate()
-	fmt.Printf("tsadmin/OpenSSH conn/s: %.1fx (for reference)\n", to)
+	if b.openssh != nil {
+		to := b.tsadmin.load.rate() / b.openssh.load.rate()
+		fmt.Printf("tsadmin/OpenSSH conn/s: %.1fx (for reference)\n", to)
+	}
 }
 
 func (b *bench) printHeld() {

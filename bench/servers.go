@@ -35,7 +35,9 @@ func (b *bench) startServers() error {
 	if b.bare, err = b.startBare(); err != nil {
 		return err
 	}
-	b.openssh, err = b.startOpenSSH()
+	if b.opt.openssh {
+		b.openssh, err = b.startOpenSSH()
+	}
 	return err
 }
 
