@@ -16,6 +16,7 @@ type options struct {
 	held        []int  // idle interactive sessions held, in steps, for the memory and listing figures
 	sources     string // tsadmin's session sources, as config.yaml lists them
 	openssh     bool   // also measure OpenSSH with a ForceCommand script, for reference
+	cpuprofile  string // tsadmin's -cpuprofile, the whole run's; empty for none
 }
 
 // parseFlags reads the command line; -quick replaces the sizes with a
@@ -29,6 +30,7 @@ func parseFlags(name string, args []string) options {
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; the servers alternate within each")
 	held := fs.String("held", "1000,10000", "idle interactive sessions held, ascending steps")
 	fs.BoolVar(&o.openssh, "openssh", true, "also measure OpenSSH with a ForceCommand script (for reference; slow on a loaded machine)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "have tsadmin write a CPU profile of the whole run to this file (go tool pprof -top)")
 	fs.BoolVar(&quick, "quick", false, "a short run: fewer connections and sessions")
 	fs.StringVar(&o.sources, "sources", "shell, host", "tsadmin's session sources")
 	fs.Parse(args) // ExitOnError: a bad flag prints usage and exits 2
