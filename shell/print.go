@@ -175,7 +175,7 @@ func writeTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 		cols = table
 	}
 	var b bytes.Buffer
-	b.Grow((len(rows) + 1) * 80)
+	b.Grow((len(rows) + 1) * 96) // a query session line of ssh#N is about 85 bytes
 	var line []byte
 	texts := make([]string, len(cols))
 	gaps := make([]int, len(cols))
