@@ -155,11 +155,6 @@ func writeTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 	if verb != VerbQuerySession {
 		lines = nil // only qwinsta's cells are all in lineKey
 	}
-	if lines != nil {
-		lines.mu.Lock()
-		defer lines.mu.Unlock()
-		lines.gen++
-	}
 	table := qwinstaColumns
 	switch verb {
 	case VerbQueryUser:
@@ -230,33 +225,43 @@ func writeTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 		b.Write(line)
 		b.WriteByte('\n')
 	}
-	for i, c := range cols {
-		texts[i] = c.title
-	}
-	writeLine(' ')
-	for _, row := range rows {
-		var key lineKey
+	// The cache is held while the lines are formatted, never while they
+	// are written: a client that stops reading must not hold up the
+	// listings of others.
+	func() {
 		if lines != nil {
-			key = lineKey{row.Server, row.Name, row.User, row.ID, row.State, row.Type, row.Device, row.Current, withServer, width}
-			if l, ok := lines.m[key]; ok {
-				l.gen = lines.gen
-				b.Write(l.line)
-				continue
-			}
-		}
-		mark := byte(' ')
-		if row.Current {
-			mark = '>'
+			lines.mu.Lock()
+			defer lines.mu.Unlock()
+			lines.gen++
 		}
 		for i, c := range cols {
-			texts[i] = Clean(c.value(row))
+			texts[i] = c.title
 		}
-		start := b.Len()
-		writeLine(mark)
-		if lines != nil {
-			lines.put(key, b.Bytes()[start:], len(rows))
+		writeLine(' ')
+		for _, row := range rows {
+			var key lineKey
+			if lines != nil {
+				key = lineKey{row.Server, row.Name, row.User, row.ID, row.State, row.Type, row.Device, row.Current, withServer, width}
+				if l, ok := lines.m[key]; ok {
+					l.gen = lines.gen
+					b.Write(l.line)
+					continue
+				}
+			}
+			mark := byte(' ')
+			if row.Current {
+				mark = '>'
+			}
+			for i, c := range cols {
+				texts[i] = Clean(c.value(row))
+			}
+			start := b.Len()
+			writeLine(mark)
+			if lines != nil {
+				lines.put(key, b.Bytes()[start:], len(rows))
+			}
 		}
-	}
+	}()
 	_, err := w.Write(b.Bytes())
 	return err
 }

@@ -3,6 +3,7 @@ package shell
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -229,5 +230,32 @@ func TestCachedQuerySessionLinesMatchFreshOnes(t *testing.T) {
 	}
 	if len(lines.m) > 2*50+1024+50 {
 		t.Fatalf("the cache holds %d lines for tables of 50 rows", len(lines.m))
+	}
+}
+
+// stuckWriter is a client that stopped reading: Write blocks until
+// release is closed.
+type stuckWriter struct{ release chan struct{} }
+
+func (w stuckWriter) Write(p []byte) (int, error) { <-w.release; return len(p), nil }
+
+// A listing whose client stopped reading holds the line cache only while
+// it formats: another admin's listing is not held up by it.
+func TestStuckClientDoesNotHoldOtherListings(t *testing.T) {
+	var lines lineCache
+	rows := benchRows(100)
+	stuck := stuckWriter{release: make(chan struct{})}
+	defer close(stuck.release)
+	go writeTable(stuck, VerbQuerySession, rows, false, 0, &lines)
+	time.Sleep(100 * time.Millisecond) // the stuck one is in Write
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		writeTable(io.Discard, VerbQuerySession, rows, false, 0, &lines)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a listing waited for another listing's stuck client")
 	}
 }
