@@ -28,10 +28,10 @@ type bench struct {
 
 	tsadmin, bare, openssh *server
 
-	// Figures from the idle phases; the load figures are on each server.
-	memTsadmin, memBare float64       // RSS growth per idle session, KiB
-	queryTook           time.Duration // tsadmin's query session, on the server, with sessions held
-	held                int           // idle sessions held at once on tsadmin
+	// Figures from the held phase, a step per -held size; the load
+	// figures are on each server.
+	heldTsadmin, heldBare []heldStep
+	rate0                 float64 // tsadmin's one-shot conn/s with none held
 
 	// mu guards started, which cleanup may read from the signal handler
 	// while a server is being started.
@@ -48,7 +48,13 @@ func newBench(opt options) (*bench, error) {
 }
 
 // servers are the three in the order the table lists them.
-func (b *bench) servers() []*server { return []*server{b.tsadmin, b.bare, b.openssh} }
+// OpenSSH is left out when -openssh=false.
+func (b *bench) servers() []*server {
+	if b.openssh == nil {
+		return []*server{b.tsadmin, b.bare}
+	}
+	return []*server{b.tsadmin, b.bare, b.openssh}
+}
 
 // run builds and starts the servers, measures them phase by phase and
 // prints each phase's figures as it ends.
@@ -76,14 +82,10 @@ func (b *bench) run() error {
 	b.measureLoad()
 	b.printLoad()
 
-	step(fmt.Sprintf("memory: %d idle interactive sessions held", b.opt.idle))
-	b.memTsadmin, b.queryTook = b.idleMemory(b.tsadmin, b.opt.idle)
-	b.memBare, _ = b.idleMemory(b.bare, b.opt.idle)
-	b.printMemory()
-
-	step(fmt.Sprintf("capacity: holding up to %d idle sessions on one tsadmin", b.opt.capacity))
-	b.held = b.hold(b.tsadmin, b.opt.capacity)
-	b.printCapacity()
+	step(fmt.Sprintf("held: idle interactive sessions held in steps of %v; memory, query session and one-shot conn/s at each", b.opt.held))
+	b.heldTsadmin, b.rate0 = b.holdSteps(b.tsadmin)
+	b.heldBare, _ = b.holdSteps(b.bare)
+	b.printHeld()
 	b.printMachine()
 	return nil
 }

@@ -1,15 +1,22 @@
 package main
 
-import "flag"
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
 
 // options are the command line's settings for one run.
 type options struct {
 	concurrency int    // concurrent clients in the load generator
 	count       int    // connections per server per round
 	rounds      int    // rounds; the servers alternate within each
-	idle        int    // idle interactive sessions held for the memory figure
-	capacity    int    // idle sessions to try to hold on one tsadmin
+	held        []int  // idle interactive sessions held, in steps, for the memory and listing figures
 	sources     string // tsadmin's session sources, as config.yaml lists them
+	openssh     bool   // also measure OpenSSH with a ForceCommand script, for reference
+	cpuprofile  string // tsadmin's -cpuprofile, the whole run's; empty for none
 }
 
 // parseFlags reads the command line; -quick replaces the sizes with a
@@ -21,13 +28,22 @@ func parseFlags(name string, args []string) options {
 	fs.IntVar(&o.concurrency, "concurrency", 16, "concurrent clients")
 	fs.IntVar(&o.count, "count", 600, "connections per server per round")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; the servers alternate within each")
-	fs.IntVar(&o.idle, "idle", 1000, "idle interactive sessions held for the memory figure")
-	fs.IntVar(&o.capacity, "capacity", 10000, "idle sessions to try to hold on one tsadmin")
+	held := fs.String("held", "1000,10000", "idle interactive sessions held, ascending steps")
+	fs.BoolVar(&o.openssh, "openssh", true, "also measure OpenSSH with a ForceCommand script (for reference; slow on a loaded machine)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "have tsadmin write a CPU profile of the whole run to this file (go tool pprof -top)")
 	fs.BoolVar(&quick, "quick", false, "a short run: fewer connections and sessions")
 	fs.StringVar(&o.sources, "sources", "shell, host", "tsadmin's session sources")
 	fs.Parse(args) // ExitOnError: a bad flag prints usage and exits 2
 	if quick {
-		o.count, o.rounds, o.idle, o.capacity = 150, 2, 300, 2000
+		o.count, o.rounds, *held = 150, 2, "300,2000"
+	}
+	for _, f := range strings.Split(*held, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 || len(o.held) > 0 && n <= o.held[len(o.held)-1] {
+			fmt.Fprintf(os.Stderr, "%s: -held wants ascending positive numbers, as 1000,10000\n", name)
+			os.Exit(2)
+		}
+		o.held = append(o.held, n)
 	}
 	return o
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -13,62 +11,66 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// idleMemory holds n idle sessions on s and returns the RSS growth per
-// session; on a server with an audit log (tsadmin) it also times query
-// session with them present, on the server.
-func (b *bench) idleMemory(s *server, n int) (float64, time.Duration) {
-	cfg := clientConfig(s, b.signer)
-	runtime.GC()
-	time.Sleep(500 * time.Millisecond)
-	before := rss(s.cmd.Process.Pid)
-	clients := openMany(s.addr, cfg, n)
-	time.Sleep(time.Second)
-	after := rss(s.cmd.Process.Pid)
-	var took time.Duration
-	if s.audit != "" {
-		for range 20 {
-			oneCommand(s.addr, cfg, "query session")
-		}
-		took = serverQueryTime(s.audit)
-	}
-	for _, c := range clients {
-		c.Close()
-	}
-	time.Sleep(time.Second)
-	if len(clients) == 0 {
-		return 0, took
-	}
-	return float64(after-before) / float64(len(clients)), took
+// heldStep is what one step of the held phase measured on one server:
+// with held idle interactive sessions open (n were asked for), the RSS
+// growth per session since none were, and on tsadmin the server-side
+// time of query session and the one-shot conn/s with them present.
+type heldStep struct {
+	n, held   int
+	mem       float64       // KiB per held session
+	queryTook time.Duration // median, on the server; tsadmin only
+	rate      float64       // one-shot conn/s with them held; tsadmin only
 }
 
-// hold opens idle sessions on s until one fails or n are held, and
-// returns how many were held at once.
-func (b *bench) hold(s *server, n int) int {
+// holdSteps opens idle sessions on s up to each of the steps in turn,
+// keeping those already open, and measures at each; it closes them all at
+// the end. On tsadmin it first measures the one-shot conn/s with none held
+// (rate0), so that the ratios compare figures taken minutes apart at most.
+func (b *bench) holdSteps(s *server) (steps []heldStep, rate0 float64) {
 	cfg := clientConfig(s, b.signer)
+	listing := s.audit != ""
+	if listing {
+		rate0 = b.oneShotRate(s, cfg)
+	}
+	time.Sleep(500 * time.Millisecond)
+	before := rss(s.cmd.Process.Pid)
 	var clients []*ssh.Client
 	defer func() {
 		for _, c := range clients {
 			c.Close()
 		}
+		time.Sleep(time.Second)
 	}()
-	const batch = 500
-	for len(clients) < n {
-		got := openMany(s.addr, cfg, min(batch, n-len(clients)))
-		clients = append(clients, got...)
-		if len(got) < min(batch, n-len(clients)+len(got)) {
-			break
+	for _, n := range b.opt.held {
+		clients = append(clients, openMany(s.addr, cfg, n-len(clients))...)
+		time.Sleep(time.Second)
+		st := heldStep{n: n, held: len(clients)}
+		if len(clients) > 0 {
+			st.mem = float64(rss(s.cmd.Process.Pid)-before) / float64(len(clients))
 		}
+		if listing {
+			for range 20 {
+				oneCommand(s.addr, cfg, "query session")
+			}
+			st.queryTook = serverQueryTime(s.audit)
+			st.rate = b.oneShotRate(s, cfg)
+		}
+		steps = append(steps, st)
 		select {
 		case <-s.done:
-			return len(clients)
+			return steps, rate0 // the server died: nothing more to measure
 		default:
 		}
 	}
-	// The server still answers with all of them held.
-	if err := oneCommand(s.addr, cfg, "query user"); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: with %d held, query user failed: %v\n", len(clients), err)
-	}
-	return len(clients)
+	return steps, rate0
+}
+
+// oneShotRate is s's conn/s with one query session per connection, one
+// round of the load phase's size.
+func (b *bench) oneShotRate(s *server, cfg *ssh.ClientConfig) float64 {
+	var res result
+	load(s, cfg, b.opt.count, b.opt.concurrency, &res)
+	return res.rate()
 }
 
 // openIdle opens one interactive session (PTY and shell, input held open).
@@ -95,7 +97,7 @@ func openIdle(addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
 }
 
 // openMany tries n idle sessions, 32 at a time, and returns those that
-// opened.
+// opened; n <= 0 opens none.
 func openMany(addr string, cfg *ssh.ClientConfig, n int) []*ssh.Client {
 	var mu sync.Mutex
 	var clients []*ssh.Client

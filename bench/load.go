@@ -51,14 +51,14 @@ func (b *bench) measureLoad() {
 		// Rotate the order so that machine noise hits all alike.
 		for i := range servers {
 			s := servers[(i+r)%len(servers)]
-			load(s, clientConfig(s, b.signer), b.opt.count, b.opt.concurrency)
+			load(s, clientConfig(s, b.signer), b.opt.count, b.opt.concurrency, &s.load)
 		}
 	}
 }
 
 // load runs n connections to s, c at a time, each running query session
-// once, and adds what it measured to s.load.
-func load(s *server, cfg *ssh.ClientConfig, n, c int) {
+// once, and adds what it measured to res.
+func load(s *server, cfg *ssh.ClientConfig, n, c int, res *result) {
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup
 	var fails atomic.Int64
@@ -90,7 +90,6 @@ func load(s *server, cfg *ssh.ClientConfig, n, c int) {
 	wg.Wait()
 	took := time.Since(start)
 	cpu := cpuTime(s.cmd.Process.Pid) - cpu0
-	res := &s.load
 	res.mu.Lock()
 	res.lat = append(res.lat, lat...)
 	res.total += took

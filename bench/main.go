@@ -12,8 +12,8 @@
 //
 // The files go by concern: flags.go (the command line), bench.go (one run
 // and its phases, start to cleanup), servers.go (starting the three
-// servers), load.go (the load generator), idle.go (idle sessions: memory,
-// query time, capacity), proc.go (what is read from /proc), report.go (the
+// servers), load.go (the load generator), idle.go (idle sessions held in
+// steps: memory, query time, one-shot conn/s), proc.go (what is read from /proc), report.go (the
 // printed table). One bench value holds a run's state and is passed
 // explicitly; nothing mutable lives at package level.
 package main

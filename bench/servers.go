@@ -35,7 +35,9 @@ func (b *bench) startServers() error {
 	if b.bare, err = b.startBare(); err != nil {
 		return err
 	}
-	b.openssh, err = b.startOpenSSH()
+	if b.opt.openssh {
+		b.openssh, err = b.startOpenSSH()
+	}
 	return err
 }
 
@@ -105,7 +107,15 @@ audit: { file: audit.log }
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(b.tmp, "tsadmin"), "-config", filepath.Join(dir, "config.yaml"))
+	args := []string{"-config", filepath.Join(dir, "config.yaml")}
+	if b.opt.cpuprofile != "" {
+		prof, err := filepath.Abs(b.opt.cpuprofile)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "-cpuprofile", prof)
+	}
+	cmd := exec.Command(filepath.Join(b.tmp, "tsadmin"), args...)
 	cmd.Dir = dir
 	s := &server{name: "tsadmin", user: "bench", audit: filepath.Join(dir, "audit.log"), cmd: cmd}
 	return s, b.startAnnounced(s, regexp.MustCompile(`msg="tsadmin listening".* addr=(127\.0\.0\.1:\d+)`), true)

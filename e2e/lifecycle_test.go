@@ -209,6 +209,21 @@ func TestUnansweredKeepalivesCloseTheConnection(t *testing.T) {
 	t.Fatal("a client that stopped answering is still listed after 10s with 1s keepalives")
 }
 
+// A client that answers the keepalives (OpenSSH's, whose answer is a
+// failure reply) keeps its connection over many intervals: the one
+// keepalive loop of the server counts only unanswered ones.
+func TestAnsweredKeepalivesKeepTheConnection(t *testing.T) {
+	f := newFleet(t, "limits: { keepalive_interval: 1s, keepalive_count_max: 2 }\n")
+	f.Open(f.bob)
+	time.Sleep(5 * time.Second) // five intervals, more than twice the count
+	if len(sessionsOf(f.List(f.alice), "bob")) != 1 {
+		t.Fatalf("bob's session, whose client answers the keepalives, was closed:\n%s", f.Log())
+	}
+	if strings.Contains(f.Log(), "keepalives unanswered") {
+		t.Fatalf("a keepalive was counted as unanswered:\n%s", f.Log())
+	}
+}
+
 // A script whose input stays open but silent is ended after the idle
 // timeout too.
 func TestIdleTimeoutEndsASilentScript(t *testing.T) {

@@ -29,6 +29,8 @@ type connState struct {
 	sessions int                         // session channels open now
 	live     map[*shell.Session]struct{} // running admin sessions
 	done     chan struct{}               // closed when the connection closes
+	probing  bool                        // a keepalive is out and unanswered
+	missed   int                         // keepalive intervals in a row without an answer
 
 	// refusals sums up the connection's refused authentication
 	// attempts; they are audited as one record when it closes.
@@ -191,47 +193,83 @@ func (c *connState) established(conn *gossh.ServerConn, v *verified) {
 	c.grace.Stop()
 	if wasPending {
 		c.srv.releaseStartup(c)
-		cfg := c.srv.cfg.Load()
-		go c.keepalive(conn, cfg.Limits.KeepaliveInterval.Duration, cfg.Limits.KeepaliveCountMax)
+		c.srv.keepaliveOnce.Do(func() { go c.srv.keepalives() })
 	}
 }
 
-// keepalive sends keepalive@openssh.com every interval and closes the
-// connection when count of them in a row go unanswered, so that a client
-// that vanished without a FIN does not hold its sessions forever.
-func (c *connState) keepalive(conn *gossh.ServerConn, interval time.Duration, count int) {
-	defer func() { recover() }()
-	missed := 0
+// keepalives sends keepalive@openssh.com to every established connection
+// each keepalive_interval, and closes one when keepalive_count_max
+// intervals in a row go unanswered, so that a client that vanished
+// without a FIN does not hold its sessions forever. One loop serves all
+// connections: an idle connection then costs no goroutine or timer of its
+// own between probes. A reload's interval and count apply from the next
+// tick; the loop ends at shutdown.
+func (s *Server) keepalives() {
+	defer func() { recover() }() // a bug here must not take the server down
+	interval := s.cfg.Load().Limits.KeepaliveInterval.Duration
+	if interval <= 0 {
+		return // no keepalives, as before (time.NewTicker refuses 0)
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-t.C:
-		}
-		answered := make(chan error, 1)
-		go func() {
-			_, _, err := conn.SendRequest("keepalive@openssh.com", true, nil)
-			answered <- err
-		}()
-		select {
-		case err := <-answered:
-			if err != nil {
-				return // the connection is gone
-			}
-			missed = 0
-		case <-time.After(interval):
-			missed++
-		case <-c.done:
+	var conns []*connState
+	for range t.C {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
 			return
 		}
+		conns = conns[:0]
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		limits := s.cfg.Load().Limits
+		for _, c := range conns {
+			c.probe(limits.KeepaliveCountMax)
+		}
+		clear(conns) // hold no closed connection until the next tick
+		if d := limits.KeepaliveInterval.Duration; d > 0 && d != interval {
+			interval = d
+			t.Reset(d)
+		}
+	}
+}
+
+// probe is one keepalive tick for c: it counts the interval as missed if
+// the last keepalive is still unanswered (and closes the connection at
+// count of them), else sends a new one. A connection still in
+// authentication is not probed: the login grace bounds it.
+func (c *connState) probe(count int) {
+	c.mu.Lock()
+	conn := c.sshConn
+	if conn == nil || c.pending {
+		c.mu.Unlock()
+		return
+	}
+	if c.probing {
+		c.missed++
+		missed := c.missed
+		c.mu.Unlock()
 		if missed >= count {
 			c.srv.log.Info("keepalives unanswered; closing", "addr", c.remote.String())
 			c.netConn.Close()
-			return
 		}
+		return
 	}
+	c.probing = true
+	c.mu.Unlock()
+	go func() {
+		defer func() { recover() }()
+		// It returns when the client answers or the connection closes.
+		_, _, err := conn.SendRequest("keepalive@openssh.com", true, nil)
+		c.mu.Lock()
+		c.probing = false
+		if err == nil {
+			c.missed = 0
+		}
+		c.mu.Unlock()
+	}()
 }
 
 func (s *Server) releaseStartup(c *connState) {

@@ -48,6 +48,8 @@ type Server struct {
 	drops       batchedLine    // pending connections dropped at the caps
 	graceCloses batchedLine    // connections closed at the login grace
 	closing     bool
+
+	keepaliveOnce sync.Once // starts the one keepalive loop (limits.go)
 }
 
 // Options are what New needs beyond the config.

@@ -116,21 +116,21 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 	for _, res := range results {
 		n += len(res.list)
 	}
-	all = make([]Session, 0, n)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, src := range sources {
 		name := src.Name()
 		if results[i].err != nil {
 			errs = append(errs, &SourceError{Source: name, Err: results[i].err})
+			results[i].list = nil
 			continue
 		}
-		for _, s := range results[i].list {
-			e := r.entryLocked(name, s.Key)
+		list := results[i].list
+		for j := range list {
+			e := r.entryLocked(name, list[j].Key)
 			e.seen = max(e.seen, gen)
-			s.ID = e.id
-			s.Source = name
-			all = append(all, s)
+			list[j].ID = e.id
+			list[j].Source = name
 		}
 		// Forget the source's sessions that have gone, so the map does
 		// not grow without bound. Only entries that existed before this
@@ -143,9 +143,48 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 				delete(r.ids[name], key)
 			}
 		}
+		// Sessions are large to move: a source that lists in ID order
+		// (the shell source does) is not sorted again.
+		if !slices.IsSortedFunc(list, byID) {
+			slices.SortFunc(list, byID)
+		}
 	}
-	slices.SortFunc(all, func(a, b Session) int { return a.ID - b.ID })
-	return all, errs
+	lists := make([][]Session, len(results))
+	for i, res := range results {
+		lists[i] = res.list
+	}
+	return mergeByID(lists, n), errs
+}
+
+func byID(a, b Session) int { return a.ID - b.ID }
+
+// mergeByID merges the sources' lists (heads, which it consumes), each
+// sorted by ID, into one sorted list of n sessions. There are a few
+// sources, so the head of each is compared at every step.
+func mergeByID(heads [][]Session, n int) []Session {
+	var nonEmpty [][]Session
+	for _, h := range heads {
+		if len(h) > 0 {
+			nonEmpty = append(nonEmpty, h)
+		}
+	}
+	if len(nonEmpty) == 1 {
+		return nonEmpty[0] // one source has sessions: its list is the listing
+	}
+	all := make([]Session, 0, n)
+	for {
+		best := -1
+		for i, h := range heads {
+			if len(h) > 0 && (best < 0 || h[0].ID < heads[best][0].ID) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return all
+		}
+		all = append(all, heads[best][0])
+		heads[best] = heads[best][1:]
+	}
 }
 
 // MaxIDDigits bounds how long a numeric session ID argument may be.

@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 )
@@ -148,6 +149,51 @@ func TestShellSessionIDsSurviveConcurrentListings(t *testing.T) {
 	for _, s := range added {
 		if got[s.ID()] != s.Name() {
 			t.Fatalf("session %s is listed under ID %d as %q", s.Name(), s.ID(), got[s.ID()])
+		}
+	}
+}
+
+// The listing is sorted by ID across sources, whether a source lists in
+// ID order (the shell source, which is merged without a sort, also after
+// closed sessions were compacted away) or not (the host source's order).
+func TestListIsSortedByIDAcrossSources(t *testing.T) {
+	r := NewRegistry()
+	host := &fakeSource{name: "host"}
+	shells := NewShellSource(r)
+	r.AddSource(host)
+	r.AddSource(shells)
+	var open []*ShellSession
+	for round := range 5 {
+		for range 7 {
+			open = append(open, shells.Add("alice", "127.0.0.1", nopControl{}))
+		}
+		// Close most of them, oldest first, so that order is compacted.
+		for len(open) > 3 {
+			open[0].Close()
+			open = open[1:]
+		}
+		keys := []string{"z", "b", "m"}
+		host.set(fmt.Sprint("k", round), keys[round%3], keys[(round+1)%3]) // a new one first
+		list, errs := r.List(context.Background())
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		if len(list) != len(open)+3 {
+			t.Fatalf("round %d: %d sessions listed, want %d", round, len(list), len(open)+3)
+		}
+		for i := 1; i < len(list); i++ {
+			if list[i-1].ID >= list[i].ID {
+				t.Fatalf("round %d: not sorted by ID at %d: %d then %d", round, i, list[i-1].ID, list[i].ID)
+			}
+		}
+		listed := map[int]bool{}
+		for _, s := range list {
+			listed[s.ID] = true
+		}
+		for _, s := range open {
+			if !listed[s.ID()] {
+				t.Fatalf("round %d: open session %d not listed", round, s.ID())
+			}
 		}
 	}
 }

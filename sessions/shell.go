@@ -19,6 +19,10 @@ type ShellSource struct {
 	mu       sync.Mutex
 	sessions map[string]*ShellSession
 	seq      uint64
+	// order holds the sessions in ID order, so that a listing needs no
+	// sort; a closed one stays until compact drops it (gone counts them).
+	order []*ShellSession
+	gone  int
 }
 
 // NewShellSource returns the shell source; it takes its IDs from reg.
@@ -41,6 +45,7 @@ type ShellSession struct {
 	mu        sync.Mutex
 	lastInput time.Time
 	closeOnce sync.Once
+	closed    bool // guarded by src.mu: it has left order's live part
 }
 
 // ShellControl is how the source reaches a live session's connection.
@@ -55,23 +60,22 @@ type ShellControl interface {
 
 // Add registers a new session of admin connected from device.
 func (src *ShellSource) Add(admin, device string, ctl ShellControl) *ShellSession {
-	src.mu.Lock()
-	src.seq++
-	key := strconv.FormatUint(src.seq, 10)
-	src.mu.Unlock()
-
 	now := time.Now()
 	s := &ShellSession{
-		src: src, key: key, admin: admin, device: device,
+		src: src, admin: admin, device: device,
 		logon: now, lastInput: now, ctl: ctl, done: make(chan struct{}),
 	}
-	// The ID and the entry in the map in one step: a listing then either
-	// sees the session, or started before its ID existed (and so cannot
-	// judge it gone).
+	// The key, the ID and the entry in the map in one step: a listing
+	// then either sees the session, or started before its ID existed (and
+	// so cannot judge it gone); and IDs, handed out in increasing order,
+	// keep order sorted.
 	src.mu.Lock()
-	s.id = src.reg.IDFor(src.Name(), key)
+	src.seq++
+	s.key = strconv.FormatUint(src.seq, 10)
+	s.id = src.reg.IDFor(src.Name(), s.key)
 	s.name = "ssh#" + strconv.Itoa(s.id)
-	src.sessions[key] = s
+	src.sessions[s.key] = s
+	src.order = append(src.order, s)
 	src.mu.Unlock()
 	return s
 }
@@ -93,22 +97,43 @@ func (s *ShellSession) Touch() {
 // once.
 func (s *ShellSession) Close() {
 	s.closeOnce.Do(func() {
-		s.src.mu.Lock()
-		delete(s.src.sessions, s.key)
-		s.src.mu.Unlock()
+		src := s.src
+		src.mu.Lock()
+		delete(src.sessions, s.key)
+		s.closed = true
+		src.gone++
+		if src.gone > len(src.order)/2 {
+			src.compactLocked()
+		}
+		src.mu.Unlock()
 		close(s.done)
 	})
+}
+
+// compactLocked drops the closed sessions from order, keeping it sorted;
+// it runs when they are half of it, so its cost per Close is constant.
+func (src *ShellSource) compactLocked() {
+	live := src.order[:0]
+	for _, s := range src.order {
+		if !s.closed {
+			live = append(live, s)
+		}
+	}
+	clear(src.order[len(live):]) // let the closed ones be collected
+	src.order, src.gone = live, 0
 }
 
 // Name implements Source.
 func (src *ShellSource) Name() string { return "shell" }
 
-// List implements Source.
+// List implements Source. The sessions come in ID order.
 func (src *ShellSource) List(ctx context.Context) ([]Session, error) {
 	src.mu.Lock()
 	live := make([]*ShellSession, 0, len(src.sessions))
-	for _, s := range src.sessions {
-		live = append(live, s)
+	for _, s := range src.order {
+		if !s.closed {
+			live = append(live, s)
+		}
 	}
 	src.mu.Unlock()
 

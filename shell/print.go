@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf16"
@@ -34,6 +35,9 @@ type Row struct {
 // invisible format characters are shown escaped (\x1b, \u202e), and invalid
 // UTF-8 bytes as \xNN.
 func Clean(s string) string {
+	if printableASCII(s) {
+		return s // the common case, without decoding runes
+	}
 	clean := true
 	for _, r := range s {
 		if r == utf8.RuneError || !unicode.IsPrint(r) && r != ' ' {
@@ -62,10 +66,21 @@ func Clean(s string) string {
 	return b.String()
 }
 
+// printableASCII reports whether s is all printable ASCII (space to ~),
+// which Clean leaves as it is and whose length in runes is its length.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
 // fit cuts s (already Clean) to width runes, marking a cut with ~ so that
 // a truncated name is never mistaken for a whole one.
 func fit(s string, width int) string {
-	if utf8.RuneCountInString(s) <= width {
+	if len(s) <= width || utf8.RuneCountInString(s) <= width {
 		return s
 	}
 	r := []rune(s)
@@ -131,6 +146,15 @@ func (c column) after(gap int) column {
 // further right). width is the terminal width (0 for no limit): when the
 // rows are wider, they are cut so that they never wrap.
 func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int) error {
+	return writeTable(w, verb, rows, withServer, width, nil)
+}
+
+// writeTable is WriteTable, taking the lines of query session rows from
+// lines when it has them (nil for none).
+func writeTable(w io.Writer, verb string, rows []Row, withServer bool, width int, lines *lineCache) error {
+	if verb != VerbQuerySession {
+		lines = nil // only qwinsta's cells are all in lineKey
+	}
 	table := qwinstaColumns
 	switch verb {
 	case VerbQueryUser:
@@ -146,7 +170,7 @@ func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 		cols = table
 	}
 	var b bytes.Buffer
-	b.Grow((len(rows) + 1) * 80)
+	b.Grow((len(rows) + 1) * 96) // a query session line of ssh#N is about 85 bytes
 	var line []byte
 	texts := make([]string, len(cols))
 	gaps := make([]int, len(cols))
@@ -201,22 +225,89 @@ func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 		b.Write(line)
 		b.WriteByte('\n')
 	}
-	for i, c := range cols {
-		texts[i] = c.title
-	}
-	writeLine(' ')
-	for _, row := range rows {
-		mark := byte(' ')
-		if row.Current {
-			mark = '>'
+	// The cache is held while the lines are formatted, never while they
+	// are written: a client that stops reading must not hold up the
+	// listings of others.
+	func() {
+		if lines != nil {
+			lines.mu.Lock()
+			defer lines.mu.Unlock()
+			lines.gen++
 		}
 		for i, c := range cols {
-			texts[i] = Clean(c.value(row))
+			texts[i] = c.title
 		}
-		writeLine(mark)
-	}
+		writeLine(' ')
+		for _, row := range rows {
+			var key lineKey
+			if lines != nil {
+				key = lineKey{row.Server, row.Name, row.User, row.ID, row.State, row.Type, row.Device, row.Current, withServer, width}
+				if l, ok := lines.m[key]; ok {
+					l.gen = lines.gen
+					b.Write(l.line)
+					continue
+				}
+			}
+			mark := byte(' ')
+			if row.Current {
+				mark = '>'
+			}
+			for i, c := range cols {
+				texts[i] = Clean(c.value(row))
+			}
+			start := b.Len()
+			writeLine(mark)
+			if lines != nil {
+				lines.put(key, b.Bytes()[start:], len(rows))
+			}
+		}
+	}()
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// lineCache keeps the printed lines of query session rows, so that a
+// listing of thousands of sessions formats only those that changed: the
+// table has no column that changes with time (no idle time), so a
+// session's line stays the same until one of its cells does.
+type lineCache struct {
+	mu  sync.Mutex
+	gen uint64 // tables written so far
+	m   map[lineKey]*cachedLine
+}
+
+// lineKey is everything a query session line depends on: the cells of
+// qwinstaColumns and colServer, the > mark, and the table's shape.
+type lineKey struct {
+	server, name, user  string
+	id                  int
+	state               sessions.State
+	typ, device         string
+	current, withServer bool
+	width               int
+}
+
+type cachedLine struct {
+	line []byte
+	gen  uint64 // the newest table that used it
+}
+
+// put keeps a copy of line. When the cache holds more than twice the
+// lines of the table being written (rows) and some room, the lines that
+// the newest table has not used are dropped, so that it stays bounded by
+// the sessions that exist.
+func (c *lineCache) put(key lineKey, line []byte, rows int) {
+	if c.m == nil {
+		c.m = make(map[lineKey]*cachedLine)
+	}
+	if len(c.m) > 2*rows+1024 {
+		for k, l := range c.m {
+			if l.gen != c.gen {
+				delete(c.m, k)
+			}
+		}
+	}
+	c.m[key] = &cachedLine{line: bytes.Clone(line), gen: c.gen}
 }
 
 const spaces = "                                                                "

@@ -3,6 +3,7 @@ package shell
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -183,5 +184,78 @@ func TestIdleText(t *testing.T) {
 		if got := idleText(d); got != want {
 			t.Errorf("idleText(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// The cached lines of query session print exactly what formatting every
+// row afresh prints, as rows change under the same ID, become the
+// caller's own, are cut to a terminal, get a SERVER column, or go; and
+// the cache stays bounded by the sessions that exist.
+func TestCachedQuerySessionLinesMatchFreshOnes(t *testing.T) {
+	var lines lineCache
+	rows := benchRows(50)
+	rows[3].Name = "pts/\x1b[2J"          // a cell that Clean escapes
+	rows[4].User = "名前が長いユーザーの名前です、とても長い" // cut by rune, not byte
+	check := func(step string, rows []Row, withServer bool, width int) {
+		t.Helper()
+		var want, got bytes.Buffer
+		if err := WriteTable(&want, VerbQuerySession, rows, withServer, width); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // a miss, then a hit
+			got.Reset()
+			if err := writeTable(&got, VerbQuerySession, rows, withServer, width, &lines); err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Fatalf("%s: cached table\n%s\nwant\n%s", step, got.String(), want.String())
+			}
+		}
+	}
+	check("first", rows, false, 0)
+	rows[7].User, rows[8].State, rows[9].Device, rows[10].Type = "mallory", sessions.Disc, "203.0.113.5", "login"
+	check("cells changed under the same IDs", rows, false, 0)
+	rows[11].Current = true
+	check("the caller's own", rows, false, 0)
+	check("cut to a terminal", rows, false, 40)
+	check("with a SERVER column", rows, true, 0)
+	rows[12].Server = "WF13"
+	check("another server", rows, true, 0)
+	for round := range 30 {
+		fresh := benchRows(50)
+		for i := range fresh {
+			fresh[i].ID += 1000 * (round + 1) // all new sessions
+		}
+		check("new sessions", fresh, false, 0)
+	}
+	if len(lines.m) > 2*50+1024+50 {
+		t.Fatalf("the cache holds %d lines for tables of 50 rows", len(lines.m))
+	}
+}
+
+// stuckWriter is a client that stopped reading: Write blocks until
+// release is closed.
+type stuckWriter struct{ release chan struct{} }
+
+func (w stuckWriter) Write(p []byte) (int, error) { <-w.release; return len(p), nil }
+
+// A listing whose client stopped reading holds the line cache only while
+// it formats: another admin's listing is not held up by it.
+func TestStuckClientDoesNotHoldOtherListings(t *testing.T) {
+	var lines lineCache
+	rows := benchRows(100)
+	stuck := stuckWriter{release: make(chan struct{})}
+	defer close(stuck.release)
+	go writeTable(stuck, VerbQuerySession, rows, false, 0, &lines)
+	time.Sleep(100 * time.Millisecond) // the stuck one is in Write
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		writeTable(io.Discard, VerbQuerySession, rows, false, 0, &lines)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a listing waited for another listing's stuck client")
 	}
 }

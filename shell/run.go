@@ -41,6 +41,9 @@ type Env struct {
 	// nil marks no session idle.
 	IdleAfter func() time.Duration
 	Peers     Relayer // federation; nil when no servers are configured
+
+	// lines keeps the formatted rows of query session between listings.
+	lines lineCache
 }
 
 // Relayer runs a command on another server (federation).
@@ -293,7 +296,7 @@ func (e *Env) print(cmd Command, c Caller, rows []Row, withServer bool, stdout i
 	if cmd.Format == FormatJSON {
 		return WriteJSON(stdout, rows)
 	}
-	return WriteTable(stdout, cmd.Verb, rows, withServer, c.Width)
+	return writeTable(stdout, cmd.Verb, rows, withServer, c.Width, &e.lines)
 }
 
 // queryAll is query /server:*: this server and every peer, in one table.
