@@ -310,6 +310,9 @@ const utmpPath = "/var/run/utmp"
 // source finds suspicious (a login record that lies about its user) goes
 // to the audit log.
 func addHostSources(reg *sessions.Registry, cfg *config.Config, log *slog.Logger, auditLog *audit.Log) error {
+	// A local user can forge as many suspicious records as there are
+	// terminals: at most 20 a minute are written, the rest counted.
+	suspicious := &audit.Throttle{Log: auditLog, Event: "host.suspicious", Burst: 20, Interval: time.Minute}
 	grace := cfg.Sessions.LogoffGrace.Duration
 	var ld *logind.Source
 	if slices.Contains(cfg.Sessions.Sources, "logind") {
@@ -327,7 +330,7 @@ func addHostSources(reg *sessions.Registry, cfg *config.Config, log *slog.Logger
 		case "host":
 			h := host.New(utmpPath, grace)
 			h.OnSuspicious = func(reason string, attrs ...slog.Attr) {
-				auditLog.Event("host.suspicious", append(attrs, slog.String("reason", reason))...)
+				suspicious.Write(append(attrs, slog.String("reason", reason))...)
 			}
 			if ld != nil {
 				h.DeferTo(ld.Claims)

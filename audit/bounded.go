@@ -2,10 +2,12 @@ package audit
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -95,4 +97,57 @@ func addBounded(list []string, s string, max int) []string {
 		return list
 	}
 	return append(list, s)
+}
+
+// Throttle writes at most Burst records of one kind per Interval; the
+// ones past that are counted, and the count is written as one record
+// (EVENT.suppressed) when the next interval's first record comes, or at
+// Flush. It bounds what something outside tsadmin can make it write,
+// where each record is worth keeping but their number is not tsadmin's
+// to choose: a local user can forge as many login records as there are
+// terminals, and each would be one "host.suspicious" record per listing.
+type Throttle struct {
+	Log      *Log
+	Event    string
+	Burst    int
+	Interval time.Duration
+
+	mu         sync.Mutex
+	start      time.Time
+	written    int
+	suppressed int
+}
+
+// Write records one event, or counts it when this interval's burst is
+// spent.
+func (t *Throttle) Write(attrs ...slog.Attr) {
+	t.mu.Lock()
+	now := time.Now()
+	if now.Sub(t.start) >= t.Interval {
+		t.flushLocked()
+		t.start, t.written = now, 0
+	}
+	if t.written >= t.Burst {
+		t.suppressed++
+		t.mu.Unlock()
+		return
+	}
+	t.written++
+	t.mu.Unlock()
+	t.Log.Event(t.Event, attrs...)
+}
+
+// Flush writes the count of suppressed records, if any.
+func (t *Throttle) Flush() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.flushLocked()
+}
+
+func (t *Throttle) flushLocked() {
+	if t.suppressed > 0 {
+		t.Log.Event(t.Event+".suppressed", slog.Int("count", t.suppressed),
+			slog.Time("since", t.start), slog.Int("burst", t.Burst), slog.Duration("interval", t.Interval))
+		t.suppressed = 0
+	}
 }

@@ -2,10 +2,12 @@ package audit
 
 import (
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -68,5 +70,34 @@ func TestRefusedRecordIsBounded(t *testing.T) {
 	if m["attempts"] != 1000.0 || m["login_len"] != float64(len(huge)) ||
 		len(m["methods"].([]any)) != MaxMethods || len(m["fingerprints"].([]any)) != MaxFingerprints {
 		t.Errorf("record: %s", data)
+	}
+}
+
+// What something outside tsadmin can make it record (a local user forging
+// login records by the thousand) is throttled: a burst per interval in
+// full, the rest as one counted record.
+func TestThrottleBoundsRecordsAndCountsTheRest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := &Throttle{Log: l, Event: "host.suspicious", Burst: 20, Interval: time.Hour}
+	for i := range 4096 {
+		th.Write(slog.Int("pid", i))
+	}
+	th.Flush()
+	l.Close()
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 21 {
+		t.Fatalf("want 20 records and one count, got %d lines", len(lines))
+	}
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[20]), &last); err != nil {
+		t.Fatal(err)
+	}
+	if last["msg"] != "host.suspicious.suppressed" || last["count"] != float64(4076) {
+		t.Fatalf("the count record: %v", last)
 	}
 }
