@@ -47,13 +47,18 @@ type Request struct {
 	Method    string `json:"method,omitempty"`
 	CA        string `json:"ca,omitempty"`
 	Principal string `json:"principal,omitempty"`
-	Via       string `json:"via"`
+	// Certificate is the admin's certificate itself (base64 of its wire
+	// form), so that the peer checks it as it would its own admin's:
+	// signature, validity, revocation by serial or key ID.
+	Certificate string `json:"certificate,omitempty"`
+	Via         string `json:"via"`
 	Line      string `json:"line"`
 }
 
 // Vouched is what the relaying server vouches for about its admin.
 func (r Request) Vouched() keys.Vouched {
-	return keys.Vouched{Admin: r.Admin, Method: r.Method, Fingerprint: r.Fingerprint, CA: r.CA, Principal: r.Principal}
+	return keys.Vouched{Admin: r.Admin, Method: r.Method, Fingerprint: r.Fingerprint, CA: r.CA, Principal: r.Principal,
+		Certificate: r.Certificate}
 }
 
 // ParseRequest decodes a relayed command's exec payload.
@@ -284,7 +289,7 @@ func (r *Relay) run(ctx context.Context, name string, caller shell.Caller, line 
 	req, _ := json.Marshal(Request{
 		Relay: 1, Admin: caller.Identity.Name, Fingerprint: caller.Identity.Fingerprint,
 		Method: caller.Identity.Method, CA: caller.Identity.CA, Principal: caller.Identity.Principal,
-		Via: r.o.Self, Line: line,
+		Certificate: caller.Identity.Certificate, Via: r.o.Self, Line: line,
 	})
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -63,6 +64,7 @@ type Vouched struct {
 	Fingerprint string // SHA256 fingerprint of the key the admin used
 	CA          string // for a certificate: the SHA256 fingerprint of its CA
 	Principal   string // for a certificate: the principal that named the admin
+	Certificate string // for a certificate: the certificate, base64 of its wire form
 }
 
 // Relayed maps an admin relayed by a peer to this server's own admin of
@@ -97,18 +99,31 @@ func (p *Policy) Relayed(v Vouched, now time.Time) (*Identity, error) {
 		}
 		return id, nil
 	case "cert":
-		ca := p.caByFingerprint(v.CA)
-		if ca == nil {
-			return nil, fmt.Errorf("the certificate's CA %s is not trusted on this server", v.CA)
+		// The certificate itself is checked as this server would check
+		// its own admin's (trusted CA, signature, validity, principal,
+		// revocation by key, serial or key ID), except for its
+		// source-address, which a relayed command cannot meet.
+		raw, err := base64.StdEncoding.DecodeString(v.Certificate)
+		if err != nil || len(raw) == 0 {
+			return nil, fmt.Errorf("the relay did not send admin %s's certificate", v.Admin)
 		}
-		if v.Principal != v.Admin {
-			return nil, fmt.Errorf("the certificate's principal %q does not name admin %s", v.Principal, v.Admin)
+		k, err := ssh.ParsePublicKey(raw)
+		cert, isCert := k.(*ssh.Certificate)
+		if err != nil || !isCert {
+			return nil, fmt.Errorf("the relayed certificate does not parse")
 		}
-		if err := p.revoked.Check(ca); err != nil {
-			return nil, fmt.Errorf("the certificate's CA: %w", err)
+		if _, limited := cert.CriticalOptions["source-address"]; limited {
+			return nil, fmt.Errorf("admin %s's certificate is limited by source-address, which a relayed command cannot meet", v.Admin)
 		}
-		if err := p.revoked.CheckFingerprint(v.Fingerprint); err != nil {
+		if err := p.revoked.Check(cert); err != nil {
 			return nil, err
+		}
+		got, err := p.authenticateCert(nil, cert, now)
+		if err != nil {
+			return nil, err
+		}
+		if got.Name != v.Admin || got.Fingerprint != v.Fingerprint || got.CA != v.CA || got.Principal != v.Principal {
+			return nil, fmt.Errorf("the relayed certificate is not what the relay says admin %s used", v.Admin)
 		}
 		id.CA, id.Principal = v.CA, v.Principal
 		return id, nil
@@ -170,7 +185,8 @@ func (p *Policy) authenticateCert(addr net.Addr, cert *ssh.Certificate, now time
 		Name: admin, Role: p.Admins[admin], Method: "cert",
 		Fingerprint: ssh.FingerprintSHA256(cert.Key),
 		CA:          ssh.FingerprintSHA256(cert.SignatureKey), Principal: admin,
-		Grants: certGrants(cert),
+		Certificate: base64.StdEncoding.EncodeToString(cert.Marshal()),
+		Grants:      certGrants(cert),
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package keys
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -106,6 +107,11 @@ trusted_user_ca_keys: [%q]
 `, authorized(k2), authorized(k1), `from="10.0.0.0/8" `+authorized(fenced), authorized(ca)))
 	fp := ssh.FingerprintSHA256
 	now := time.Now()
+	holder := newSigner(t)
+	good := cert(t, ca, holder, []string{"carol"}, now.Add(-time.Hour), now.Add(time.Hour), nil, ssh.UserCert)
+	foreign := cert(t, otherCA, holder, []string{"carol"}, now.Add(-time.Hour), now.Add(time.Hour), nil, ssh.UserCert)
+	expired := cert(t, ca, holder, []string{"carol"}, now.Add(-2*time.Hour), now.Add(-time.Hour), nil, ssh.UserCert)
+	fencedCert := cert(t, ca, holder, []string{"carol"}, now.Add(-time.Hour), now.Add(time.Hour), map[string]string{"source-address": "10.0.0.0/8"}, ssh.UserCert)
 	cases := []struct {
 		name string
 		v    Vouched
@@ -116,9 +122,14 @@ trusted_user_ca_keys: [%q]
 		{"a key no one holds", Vouched{Admin: "carol", Method: "key", Fingerprint: fp(newSigner(t).PublicKey())}, false},
 		{"name alone", Vouched{Admin: "carol", Fingerprint: fp(k2.PublicKey())}, false},
 		{"key limited by from=", Vouched{Admin: "dan", Method: "key", Fingerprint: fp(fenced.PublicKey())}, false},
-		{"certificate from a CA trusted here", Vouched{Admin: "carol", Method: "cert", Fingerprint: "SHA256:x", CA: fp(ca.PublicKey()), Principal: "carol"}, true},
-		{"certificate from another CA", Vouched{Admin: "carol", Method: "cert", Fingerprint: "SHA256:x", CA: fp(otherCA.PublicKey()), Principal: "carol"}, false},
-		{"certificate naming someone else", Vouched{Admin: "carol", Method: "cert", Fingerprint: "SHA256:x", CA: fp(ca.PublicKey()), Principal: "dan"}, false},
+		{"certificate from a CA trusted here", certVouched(good, "carol"), true},
+		{"a claim of a certificate, without it", func() Vouched { v := certVouched(good, "carol"); v.Certificate = ""; return v }(), false},
+		{"certificate from another CA", certVouched(foreign, "carol"), false},
+		{"certificate naming someone else", certVouched(good, "dan"), false},
+		{"expired certificate", certVouched(expired, "carol"), false},
+		// A relayed command cannot meet source-address: refused, as
+		// a key's from= is.
+		{"certificate limited by source-address", certVouched(fencedCert, "carol"), false},
 		{"unknown admin", Vouched{Admin: "mallory", Method: "key", Fingerprint: fp(k2.PublicKey())}, false},
 	}
 	for _, c := range cases {
@@ -189,4 +200,12 @@ func mustParse(t testing.TB, yaml string) *config.Config {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// certVouched is what a relay says of an admin who used crt, naming
+// principal.
+func certVouched(crt *ssh.Certificate, principal string) Vouched {
+	return Vouched{Admin: "carol", Method: "cert", Fingerprint: ssh.FingerprintSHA256(crt.Key),
+		CA: ssh.FingerprintSHA256(crt.SignatureKey), Principal: principal,
+		Certificate: base64.StdEncoding.EncodeToString(crt.Marshal())}
 }

@@ -29,6 +29,9 @@ type Identity struct {
 	// and Principal the certificate's principal that names the admin;
 	// both empty for a plain key.
 	CA, Principal string
+	// Certificate is the certificate itself (base64 of its wire form),
+	// for a peer to check when the admin's command is relayed.
+	Certificate string
 	// Grants is what the connection may do beyond running commands,
 	// decided once at authentication.
 	Grants Grants
