@@ -69,6 +69,10 @@ func ParseRequest(payload string) (Request, error) {
 	if err := dec.Decode(&r); err != nil || r.Relay != 1 || r.Admin == "" || r.Via == "" {
 		return Request{}, errors.New("not a relayed command")
 	}
+	// One JSON object and nothing after it.
+	if _, err := dec.Token(); err != io.EOF {
+		return Request{}, errors.New("not a relayed command: data after the request")
+	}
 	return r, nil
 }
 

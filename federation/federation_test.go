@@ -73,6 +73,8 @@ func TestParseRequestRefusesAnythingElse(t *testing.T) {
 		`{"tsadmin_relay":2,"admin":"a","via":"B","line":"x"}`,
 		`{"tsadmin_relay":1,"admin":"","via":"B","line":"x"}`,
 		`{"tsadmin_relay":1,"admin":"a","via":"B","line":"x","extra":1}`,
+		`{"tsadmin_relay":1,"admin":"a","via":"B","line":"x"}{"line":"logoff 1"}`,
+		`{"tsadmin_relay":1,"admin":"a","via":"B","line":"x"} trailing`,
 	} {
 		if _, err := ParseRequest(payload); err == nil {
 			t.Errorf("accepted %q", payload)

@@ -57,8 +57,12 @@ func newHostTrust(c *config.Config) (*HostTrust, error) {
 		}
 		h.cas = append(h.cas, k)
 	}
-	for name := range c.Servers {
-		h.names[strings.ToUpper(name)] = name
+	for name, srv := range c.Servers {
+		// A peer pinned by its host key is that key and nothing else: a
+		// certificate naming it must not take its name over.
+		if srv.HostKey.Value == "" {
+			h.names[strings.ToUpper(name)] = name
+		}
 	}
 	return h, nil
 }

@@ -84,3 +84,23 @@ func TestHostCertificateRules(t *testing.T) {
 		t.Error("a host certificate was accepted with no trusted host CA")
 	}
 }
+
+// A peer pinned by its host key cannot be taken over by a certificate
+// that names it: the red team had a host-CA certificate for "wp" log in
+// as the pinned peer WP.
+func TestACertificateCannotTakeAPinnedPeersName(t *testing.T) {
+	ca, pinned := newSigner(t), newSigner(t)
+	p := policy(t, "name: HUB\ntrusted_host_ca_keys: [\""+authorized(ca)+"\"]\n"+
+		"servers:\n  WP: { address: \"127.0.0.1:1\", host_key: \""+authorized(pinned)+"\" }\n  WF13: { address: \"127.0.0.1:2\" }\n")
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5}
+	now := time.Now()
+	if _, err := p.Authenticate(addr, hostCert(t, ca, func(c *ssh.Certificate) { c.ValidPrincipals = []string{"wp"} }), now); err == nil {
+		t.Fatal("a certificate naming the pinned peer WP was accepted as WP")
+	}
+	if id, err := p.Authenticate(addr, pinned.PublicKey(), now); err != nil || id.Peer != "WP" {
+		t.Fatalf("the pinned key itself: %v %+v", err, id)
+	}
+	if id, err := p.Authenticate(addr, hostCert(t, ca, nil), now); err != nil || !strings.EqualFold(id.Peer, "WF13") {
+		t.Fatalf("an unpinned peer's certificate: %v %+v", err, id)
+	}
+}
