@@ -52,7 +52,7 @@ type Request struct {
 	// signature, validity, revocation by serial or key ID.
 	Certificate string `json:"certificate,omitempty"`
 	Via         string `json:"via"`
-	Line      string `json:"line"`
+	Line        string `json:"line"`
 }
 
 // Vouched is what the relaying server vouches for about its admin.
