@@ -12,19 +12,39 @@ import (
 // as root and kills processes, so a config, key list or audit log that any
 // local user can rewrite (or swap, through a directory of theirs) is a way
 // to root. fi is the open file's own stat (after any symlink); path is the
-// name it was opened by, whose directory is checked too. A file or
-// directory may not be writable by everyone (a directory with the sticky
-// bit, as /tmp, may), and must belong to root or to the running user.
+// name it was opened by, whose directories are checked too, up to the
+// root, through any symlink. A file or directory may not be writable by
+// everyone (a directory with the sticky bit, as /tmp, may), and must
+// belong to root or to the running user.
 func CheckTrusted(path string, fi os.FileInfo) error {
 	if err := checkOwner(path, fi, false); err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	di, err := os.Stat(dir)
+	// Every directory up to the root, of the path as given and as its
+	// symlinks resolve: whoever may change any of them may swap the file.
+	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return err
 	}
-	return checkOwner(dir, di, true)
+	for _, p := range []string{path, real} {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+			di, err := os.Stat(dir)
+			if err != nil {
+				return err
+			}
+			if err := checkOwner(dir, di, true); err != nil {
+				return err
+			}
+			if dir == filepath.Dir(dir) {
+				break
+			}
+		}
+	}
+	return nil
 }
 
 func checkOwner(path string, fi os.FileInfo, isDir bool) error {

@@ -25,6 +25,22 @@ func TestFilesOthersCanChangeAreRefused(t *testing.T) {
 		{"directory of another user", func(dir, file string) error { return os.Chown(dir, nobody, nobody) }, "belongs to uid 65534"},
 		{"world-writable directory", func(dir, file string) error { return os.Chmod(dir, 0o777) }, "writable by every user"},
 		{"sticky world-writable directory, as /tmp", func(dir, file string) error { return os.Chmod(dir, 0o777|os.ModeSticky) }, ""},
+		{"a parent directory of another user", func(dir, file string) error { return os.Chown(filepath.Dir(dir), nobody, nobody) }, "belongs to uid 65534"},
+		{"a symlink into another user's directory", func(dir, file string) error {
+			// The red team's swap: the link is ours, the directory it
+			// points into is theirs.
+			theirs := filepath.Join(filepath.Dir(dir), "theirs")
+			if err := os.Mkdir(theirs, 0o755); err != nil {
+				return err
+			}
+			if err := os.Rename(file, filepath.Join(theirs, "config.yaml")); err != nil {
+				return err
+			}
+			if err := os.Chown(theirs, nobody, nobody); err != nil {
+				return err
+			}
+			return os.Symlink(filepath.Join(theirs, "config.yaml"), file)
+		}, "belongs to uid 65534"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
