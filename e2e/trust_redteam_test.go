@@ -187,3 +187,28 @@ func TestAScriptsIdleTimeoutKeepsItsStatusAndNeverCutsACommand(t *testing.T) {
 		t.Error("the delayed logoff was cut off: bob is still connected")
 	}
 }
+
+// A script whose last line never ended (no newline, input left open) was
+// ended by the idle timeout with status 0, the line silently dropped. It
+// is not run (the client may not have finished it), and the status says
+// the input was refused.
+func TestAScriptsUnfinishedLastLineIsStatus2AtTheIdleTimeout(t *testing.T) {
+	f := newFleet(t, "limits: { idle_timeout: 2s }\n")
+	c := f.client(t, f.carol)
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, _ := sess.StdinPipe()
+	var stderr strings.Builder
+	sess.Stderr = &stderr
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(stdin, "query session\nlogoff 9999")
+	err = sess.Wait()
+	e, ok := err.(*ssh.ExitError)
+	if !ok || e.ExitStatus() != 2 || !strings.Contains(stderr.String(), "not finished") {
+		t.Fatalf("want status 2 and a word on the unfinished line, got %v %q", err, stderr.String())
+	}
+}

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -143,7 +144,8 @@ func (s *Session) runExec(ctx context.Context, line string) {
 // runScript is `ssh host < commands.txt`: every line runs, in order, even
 // after one fails; the status is that of the first failure, or 0.
 func (s *Session) runScript(ctx context.Context) {
-	r := bufio.NewReaderSize(s.ch, MaxLineBytes+2)
+	in := &partialLine{r: s.ch}
+	r := bufio.NewReaderSize(in, MaxLineBytes+2)
 	status := StatusOK
 	var sofar atomic.Int32 // status, for the idle timer
 	var last Outcome
@@ -153,8 +155,16 @@ func (s *Session) runScript(ctx context.Context) {
 	// (a logoff may wait out /delay).
 	idle := s.env.Idle()
 	timer := time.AfterFunc(idle, func() {
-		s.Notify("tsadmin: idle timeout; closing the session")
-		s.ch.Exit(int(sofar.Load()))
+		status := int(sofar.Load())
+		if n := in.pending.Load(); n > 0 {
+			// A line that never ended is not run: the client may not
+			// have finished it.
+			s.Notify(fmt.Sprintf("tsadmin: idle timeout; the last line was not finished (%d bytes, not run)", n))
+			status = ScriptStatus(status, StatusUsage)
+		} else {
+			s.Notify("tsadmin: idle timeout; closing the session")
+		}
+		s.ch.Exit(status)
 	})
 	defer timer.Stop()
 	for {
@@ -182,6 +192,23 @@ func (s *Session) runScript(ctx context.Context) {
 }
 
 var errLineTooLong = errors.New("line too long")
+
+// partialLine counts the bytes received since the last newline: a line
+// the client has begun but not ended.
+type partialLine struct {
+	r       io.Reader
+	pending atomic.Int64
+}
+
+func (p *partialLine) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if i := bytes.LastIndexByte(b[:n], '\n'); i >= 0 {
+		p.pending.Store(int64(n - i - 1))
+	} else {
+		p.pending.Add(int64(n))
+	}
+	return n, err
+}
 
 // readScriptLine reads one line of a script, without its newline (and a
 // CR before it). The last line needs no newline. An over-long line is
