@@ -2,7 +2,9 @@ package keys
 
 import (
 	"fmt"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/tsadmin-dev/tsadmin/sessions"
 )
@@ -18,6 +20,22 @@ admins:
 	for b.Loop() {
 		if !p.Allow(id, s).Allowed {
 			b.Fatal("denied")
+		}
+	}
+}
+
+// BenchmarkAuthenticatePeerCert is the receiving side of a relay: the
+// peer's host certificate, checked at the offer, after signing and at
+// each session of one connection.
+func BenchmarkAuthenticatePeerCert(b *testing.B) {
+	ca := newSigner(b)
+	p := policy(b, "name: HUB\ntrusted_host_ca_keys: [\""+authorized(ca)+"\"]\nservers: { WF13: { address: \"127.0.0.1:1\" } }\n")
+	cert := hostCert(b, ca, nil)
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Authenticate(addr, cert, time.Now()); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

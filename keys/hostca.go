@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -29,12 +30,51 @@ type HostTrust struct {
 	// CA; an error refuses the certificate. NewPolicy sets it to the
 	// revoked_keys check.
 	Revoked func(ssh.PublicKey) error
+	// checked remembers the certificates whose signature CheckCert
+	// accepted, so that one peer connection verifies its certificate's
+	// signature once, not at the offer, after signing and at every
+	// session. Nil for none.
+	checked *certCache
+}
+
+// certCache is a bounded set of certificates (with the principal they
+// were checked for) whose CA signature and critical options were found
+// good: those depend on nothing but the certificate's bytes. The CA's
+// trust, the validity window and revocation are checked every time.
+type certCache struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+// maxCheckedCerts bounds the cache: a fleet's peers, with room.
+const maxCheckedCerts = 4096
+
+func (c *certCache) has(key string) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[key]
+	return ok
+}
+
+func (c *certCache) add(key string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCheckedCerts {
+		c.m = make(map[string]struct{})
+	}
+	c.m[key] = struct{}{}
 }
 
 // newHostTrust reads trusted_host_ca_keys and the fleet's names (servers:
 // and servers_file).
 func newHostTrust(c *config.Config) (*HostTrust, error) {
-	h := &HostTrust{names: make(map[string]string)}
+	h := &HostTrust{names: make(map[string]string), checked: new(certCache)}
 	for _, ca := range c.TrustedHostCAKeys {
 		// An @cert-authority line from known_hosts is accepted as it is,
 		// with its marker and host pattern; the pattern is not used:
@@ -162,11 +202,18 @@ func (h *HostTrust) check(cert *ssh.Certificate, principal string, now time.Time
 		}
 	}
 	// CheckCert verifies the CA's signature, and refuses any critical
-	// option: a host certificate has none that tsadmin knows.
+	// option: a host certificate has none that tsadmin knows. Its other
+	// checks (principal, validity at now) were made above, so a success
+	// for these bytes and this principal holds until the policy changes.
+	key := string(cert.Marshal()) + "\x00" + principal
+	if h.checked.has(key) {
+		return nil
+	}
 	checker := &ssh.CertChecker{Clock: func() time.Time { return now }}
 	if err := checker.CheckCert(principal, cert); err != nil {
 		return fmt.Errorf("the host certificate is not valid: %v", strings.TrimPrefix(err.Error(), "ssh: "))
 	}
+	h.checked.add(key)
 	return nil
 }
 

@@ -1,8 +1,10 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -13,7 +15,7 @@ import (
 
 // hostCert certifies a fresh host key; edit changes the certificate
 // before the CA signs it.
-func hostCert(t *testing.T, ca ssh.Signer, edit func(*ssh.Certificate)) *ssh.Certificate {
+func hostCert(t testing.TB, ca ssh.Signer, edit func(*ssh.Certificate)) *ssh.Certificate {
 	t.Helper()
 	now := time.Now()
 	c := &ssh.Certificate{
@@ -102,5 +104,46 @@ func TestACertificateCannotTakeAPinnedPeersName(t *testing.T) {
 	}
 	if id, err := p.Authenticate(addr, hostCert(t, ca, nil), now); err != nil || !strings.EqualFold(id.Peer, "WF13") {
 		t.Fatalf("an unpinned peer's certificate: %v %+v", err, id)
+	}
+}
+
+// A certificate whose signature was checked once is still held to its
+// validity window and to revoked_keys every time after.
+func TestACheckedCertificateIsStillCheckedForTimeAndRevocation(t *testing.T) {
+	ca := newSigner(t)
+	p := policy(t, "name: HUB\ntrusted_host_ca_keys: [\""+authorized(ca)+"\"]\nservers: { WF13: { address: \"127.0.0.1:1\" } }\n")
+	cert := hostCert(t, ca, nil)
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	now := time.Now()
+	for range 2 { // the second is answered by the cache
+		if _, err := p.Authenticate(addr, cert, now); err != nil {
+			t.Fatalf("a valid certificate: %v", err)
+		}
+	}
+	if _, err := p.Authenticate(addr, cert, now.Add(2*time.Hour)); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("the same certificate after it expired: %v", err)
+	}
+	if err := p.Hosts().CheckPeer("WF13", cert, now.Add(-2*time.Hour)); err == nil || !strings.Contains(err.Error(), "not valid before") {
+		t.Errorf("the same certificate before it was valid: %v", err)
+	}
+	p.Hosts().Revoked = func(k ssh.PublicKey) error {
+		if bytes.Equal(k.Marshal(), cert.Key.Marshal()) {
+			return errors.New("the key is revoked")
+		}
+		return nil
+	}
+	if _, err := p.Authenticate(addr, cert, now); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("the same certificate once its key was revoked: %v", err)
+	}
+	// Other bytes (a forged signature on the same fields) are checked
+	// afresh.
+	forged := *cert
+	sig := *cert.Signature
+	sig.Blob = append([]byte(nil), sig.Blob...)
+	sig.Blob[0] ^= 1
+	forged.Signature = &sig
+	p.Hosts().Revoked = nil
+	if _, err := p.Authenticate(addr, &forged, now); err == nil {
+		t.Error("a certificate with a forged signature was accepted after the genuine one")
 	}
 }

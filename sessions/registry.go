@@ -95,19 +95,28 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 		err  error
 	}
 	results := make([]result, len(sources))
+	list := func(i int) {
+		// A bug in one source must not take the server down: it
+		// becomes that source's error.
+		defer func() {
+			if r := recover(); r != nil {
+				results[i].list, results[i].err = nil, fmt.Errorf("internal error: %v", r)
+			}
+		}()
+		results[i].list, results[i].err = sources[i].List(ctx)
+	}
+	// The sources are read at once; the last on this goroutine, which
+	// would only wait: a goroutine fewer to start and wake per listing.
 	var wg sync.WaitGroup
-	for i, src := range sources {
+	for i := range sources {
+		if i == len(sources)-1 {
+			list(i)
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// A bug in one source must not take the server down: it
-			// becomes that source's error.
-			defer func() {
-				if r := recover(); r != nil {
-					results[i].list, results[i].err = nil, fmt.Errorf("internal error: %v", r)
-				}
-			}()
-			results[i].list, results[i].err = src.List(ctx)
+			list(i)
 		}()
 	}
 	wg.Wait()

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 )
 
@@ -38,8 +39,29 @@ func (e escapeWriter) Write(p []byte) (int, error) {
 }
 
 // clean reports whether p is printable ASCII, spaces and newlines only:
-// the common case, written as it is.
+// the common case, written as it is. It looks at eight bytes at a time
+// (a listing of thousands of sessions is most of a megabyte), and byte by
+// byte only at a word that holds a byte below a space: a newline, or
+// something to escape.
 func clean(p []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(p) >= 8 {
+		w := binary.LittleEndian.Uint64(p)
+		if w&highs != 0 { // a byte of 0x80 or above
+			return false
+		}
+		if del := w ^ (0x7f * ones); (del-ones)&^del&highs != 0 { // a DEL
+			return false
+		}
+		if (w-' '*ones)&^w&highs != 0 && !cleanBytes(p[:8]) { // below a space
+			return false
+		}
+		p = p[8:]
+	}
+	return cleanBytes(p)
+}
+
+func cleanBytes(p []byte) bool {
 	for _, c := range p {
 		if (c < ' ' && c != '\n') || c >= 0x7f {
 			return false

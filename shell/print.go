@@ -242,7 +242,7 @@ func writeTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 			var key lineKey
 			if lines != nil {
 				key = lineKey{row.Server, row.Name, row.User, row.ID, row.State, row.Type, row.Device, row.Current, withServer, width}
-				if l, ok := lines.m[key]; ok {
+				if l, ok := lines.m[key.slot()]; ok && l.key == key {
 					l.gen = lines.gen
 					b.Write(l.line)
 					continue
@@ -273,7 +273,7 @@ func writeTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 type lineCache struct {
 	mu  sync.Mutex
 	gen uint64 // tables written so far
-	m   map[lineKey]*cachedLine
+	m   map[lineSlot]*cachedLine
 }
 
 // lineKey is everything a query session line depends on: the cells of
@@ -287,7 +287,24 @@ type lineKey struct {
 	width               int
 }
 
+// lineSlot is where a line is kept: the row's identity and the table's
+// shape, a few words to hash. The line is used only if its whole lineKey
+// matches; comparing the cells is cheaper than hashing them (the strings
+// are usually the very same ones, compared by pointer), and a session
+// whose cells changed takes over its own slot.
+type lineSlot struct {
+	server              string
+	id                  int
+	current, withServer bool
+	width               int
+}
+
+func (k lineKey) slot() lineSlot {
+	return lineSlot{k.server, k.id, k.current, k.withServer, k.width}
+}
+
 type cachedLine struct {
+	key  lineKey
 	line []byte
 	gen  uint64 // the newest table that used it
 }
@@ -298,7 +315,7 @@ type cachedLine struct {
 // the sessions that exist.
 func (c *lineCache) put(key lineKey, line []byte, rows int) {
 	if c.m == nil {
-		c.m = make(map[lineKey]*cachedLine)
+		c.m = make(map[lineSlot]*cachedLine)
 	}
 	if len(c.m) > 2*rows+1024 {
 		for k, l := range c.m {
@@ -307,7 +324,7 @@ func (c *lineCache) put(key lineKey, line []byte, rows int) {
 			}
 		}
 	}
-	c.m[key] = &cachedLine{line: bytes.Clone(line), gen: c.gen}
+	c.m[key.slot()] = &cachedLine{key: key, line: bytes.Clone(line), gen: c.gen}
 }
 
 const spaces = "                                                                "

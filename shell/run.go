@@ -249,14 +249,16 @@ func (e *Env) rows(ctx context.Context, c Caller) ([]Row, []error) {
 		idleAfter = e.IdleAfter()
 	}
 	rows := make([]Row, len(list))
-	for i, s := range list {
-		rows[i] = Row{
-			Session:   s,
-			Server:    e.Server,
-			Current:   c.Session != 0 && s.ID == c.Session,
-			CanLogoff: policy.Allow(c.Identity, s).Allowed,
-			Idle:      idleAfter >= 0 && s.IdleTime >= idleAfter,
-		}
+	// Filled in place, field by field: a Row literal would be built and
+	// then copied whole (with the GC's write barriers), which at
+	// thousands of sessions cost more than the listing itself.
+	for i := range list {
+		r := &rows[i]
+		r.Session = list[i]
+		r.Server = e.Server
+		r.Current = c.Session != 0 && r.ID == c.Session
+		r.CanLogoff = policy.Allow(c.Identity, r.Session).Allowed
+		r.Idle = idleAfter >= 0 && r.IdleTime >= idleAfter
 	}
 	return rows, errs
 }

@@ -39,6 +39,13 @@ type Source struct {
 	mu       sync.Mutex
 	cached   []session
 	cachedAt time.Time
+	// scanning is the scan under way, if any: listings that find the
+	// cached one stale while it runs wait for it rather than read /proc
+	// again each (a burst of connections would otherwise all scan at
+	// once). forgot counts forget calls: a scan that started before
+	// the latest is neither joined nor cached.
+	scanning *scanCall
+	forgot   uint64
 	reported map[string]bool // suspicious records already reported
 
 	// OnSuspicious, when set, is told of login records that lie about
@@ -95,14 +102,26 @@ var lineRE = regexp.MustCompile(`^(pts/[0-9]{1,6}|tty[A-Za-z0-9]{1,8}|console)$`
 func (s *Source) List(ctx context.Context) ([]sessions.Session, error) {
 	s.mu.Lock()
 	list, at := s.cached, s.cachedAt
-	s.mu.Unlock()
 	if time.Since(at) > listFresh {
-		var err error
-		if list, err = s.scan(ctx); err != nil {
-			return nil, err
+		c := s.scanning
+		if c == nil || c.forgot != s.forgot {
+			c = &scanCall{done: make(chan struct{}), forgot: s.forgot}
+			s.scanning = c
+			s.mu.Unlock()
+			s.runScan(ctx, c)
+		} else {
+			s.mu.Unlock()
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
-		s.mu.Lock()
-		s.cached, s.cachedAt = list, time.Now()
+		if c.err != nil {
+			return nil, c.err
+		}
+		list = c.list
+	} else {
 		s.mu.Unlock()
 	}
 	out := make([]sessions.Session, len(list))
@@ -772,11 +791,40 @@ func (s *Source) ticks(n uint64) time.Duration {
 // killRounds bounds the SIGKILL rounds of a logoff (50 ms apart).
 const killRounds = 40
 
-// forget drops the cached listing.
+// forget drops the cached listing, and any scan under way from being
+// joined or cached: the next listing reads afresh.
 func (s *Source) forget() {
 	s.mu.Lock()
 	s.cached, s.cachedAt = nil, time.Time{}
+	s.forgot++
 	s.mu.Unlock()
+}
+
+// runScan runs c's scan and caches it unless forget was called meanwhile.
+// Those waiting for it are released even if the scan panics (the
+// registry turns the panic into this source's error).
+func (s *Source) runScan(ctx context.Context, c *scanCall) {
+	c.err = errors.New("the scan of the host failed")
+	defer func() {
+		s.mu.Lock()
+		if s.scanning == c {
+			s.scanning = nil
+		}
+		if c.err == nil && c.forgot == s.forgot {
+			s.cached, s.cachedAt = c.list, time.Now()
+		}
+		s.mu.Unlock()
+		close(c.done)
+	}()
+	c.list, c.err = s.scan(ctx)
+}
+
+// scanCall is one scan that concurrent listings share.
+type scanCall struct {
+	done   chan struct{} // closed when list and err are set
+	forgot uint64        // Source.forgot when it started
+	list   []session
+	err    error
 }
 
 // newMembers holds the session's processes that are not held yet; found
