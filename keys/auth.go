@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tsadmin-dev/tsadmin/config"
 )
 
 func checkKeyType(t string) error {
@@ -144,12 +146,8 @@ func (p *Policy) authenticateCert(addr net.Addr, cert *ssh.Certificate, now time
 	}
 	// The CA's signature is held to the rules of a user's: no ssh-rsa
 	// (SHA-1), no ssh-dss.
-	if cert.Signature == nil || !slices.Contains(UserSignatureAlgorithms, cert.Signature.Format) {
-		format := ""
-		if cert.Signature != nil {
-			format = cert.Signature.Format
-		}
-		return nil, fmt.Errorf("the certificate is signed with %q, which is not accepted (no ssh-rsa SHA-1, no ssh-dss)", format)
+	if err := checkCASignature(cert, "certificate"); err != nil {
+		return nil, err
 	}
 	if cert.CertType != ssh.UserCert {
 		return nil, errors.New("not a user certificate")
@@ -224,4 +222,33 @@ func matchSourceAddress(list string, addr net.Addr) bool {
 		patterns = append(patterns, s)
 	}
 	return matchAddress(patterns, addr)
+}
+
+// checkCASignature holds a certificate's CA signature, user or host, to
+// the rules of a user's: no ssh-rsa (SHA-1), no ssh-dss.
+func checkCASignature(cert *ssh.Certificate, what string) error {
+	if cert.Signature != nil && slices.Contains(UserSignatureAlgorithms, cert.Signature.Format) {
+		return nil
+	}
+	format := ""
+	if cert.Signature != nil {
+		format = cert.Signature.Format
+	}
+	return fmt.Errorf("the %s is signed with %q, which is not accepted (no ssh-rsa SHA-1, no ssh-dss)", what, format)
+}
+
+// parseCAKey reads one CA key of the config (trusted_user_ca_keys,
+// trusted_host_ca_keys): a plain public key of an accepted type.
+func parseCAKey(c *config.Config, field string, ca config.Line, line string) (ssh.PublicKey, error) {
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return nil, fmt.Errorf("%s: line %d: %s: %v", c.Path, ca.Line, field, err)
+	}
+	if _, isCert := k.(*ssh.Certificate); isCert {
+		return nil, fmt.Errorf("%s: line %d: %s: a CA must be a plain public key, not a certificate", c.Path, ca.Line, field)
+	}
+	if err := checkKeyType(k.Type()); err != nil {
+		return nil, fmt.Errorf("%s: line %d: %s: %v", c.Path, ca.Line, field, err)
+	}
+	return k, nil
 }

@@ -85,15 +85,9 @@ func newHostTrust(c *config.Config) (*HostTrust, error) {
 				line = strings.Join(f[1:], " ")
 			}
 		}
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		k, err := parseCAKey(c, "trusted_host_ca_keys", ca, line)
 		if err != nil {
-			return nil, fmt.Errorf("%s: line %d: trusted_host_ca_keys: %v", c.Path, ca.Line, err)
-		}
-		if _, isCert := k.(*ssh.Certificate); isCert {
-			return nil, fmt.Errorf("%s: line %d: trusted_host_ca_keys: a CA must be a plain public key, not a certificate", c.Path, ca.Line)
-		}
-		if err := checkKeyType(k.Type()); err != nil {
-			return nil, fmt.Errorf("%s: line %d: trusted_host_ca_keys: %v", c.Path, ca.Line, err)
+			return nil, err
 		}
 		h.cas = append(h.cas, k)
 	}
@@ -174,12 +168,8 @@ func (h *HostTrust) check(cert *ssh.Certificate, principal string, now time.Time
 	if !h.trusted(cert.SignatureKey) {
 		return fmt.Errorf("the host certificate is signed by %s, which is not a trusted host CA", ssh.FingerprintSHA256(cert.SignatureKey))
 	}
-	if cert.Signature == nil || !slices.Contains(UserSignatureAlgorithms, cert.Signature.Format) {
-		format := ""
-		if cert.Signature != nil {
-			format = cert.Signature.Format
-		}
-		return fmt.Errorf("the host certificate is signed with %q, which is not accepted (no ssh-rsa SHA-1, no ssh-dss)", format)
+	if err := checkCASignature(cert, "host certificate"); err != nil {
+		return err
 	}
 	if len(cert.ValidPrincipals) == 0 {
 		return errors.New("the host certificate names no principal (tsadmin requires the server's name)")

@@ -135,15 +135,9 @@ func NewPolicy(c *config.Config) (*Policy, error) {
 		}
 	}
 	for _, ca := range c.TrustedUserCAKeys {
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(ca.Value))
+		k, err := parseCAKey(c, "trusted_user_ca_keys", ca, ca.Value)
 		if err != nil {
-			return nil, fmt.Errorf("%s: line %d: trusted_user_ca_keys: %v", c.Path, ca.Line, err)
-		}
-		if _, isCert := k.(*ssh.Certificate); isCert {
-			return nil, fmt.Errorf("%s: line %d: trusted_user_ca_keys: a CA must be a plain public key, not a certificate", c.Path, ca.Line)
-		}
-		if err := checkKeyType(k.Type()); err != nil {
-			return nil, fmt.Errorf("%s: line %d: trusted_user_ca_keys: %v", c.Path, ca.Line, err)
+			return nil, err
 		}
 		p.cas = append(p.cas, k)
 	}
