@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,7 +44,24 @@ type Session struct {
 	// Admin is the tsadmin identity that owns the session, set only for
 	// tsadmin's own sessions. It decides "your own session".
 	Admin string
+	// Memo is where a printer may keep what it made of the session; nil
+	// for a source that does not keep its sessions between listings.
+	Memo *Memo
 }
+
+// Memo is a place, one per session and owned by its source, where a
+// printer keeps the session's formatted line: a listing of thousands of
+// sessions then formats each once in its life and finds it again without
+// a lookup. The printer checks what it kept against the session's cells
+// before it uses it, so a stale memo costs a format, never a wrong line.
+// It is safe for concurrent use.
+type Memo struct{ v atomic.Value }
+
+// Load returns what was last stored, or nil.
+func (m *Memo) Load() any { return m.v.Load() }
+
+// Store keeps v. Every Store of one Memo must pass the same type.
+func (m *Memo) Store(v any) { m.v.Store(v) }
 
 // Reporter receives the step-by-step account of a logoff for /v.
 // It may be nil.
