@@ -79,7 +79,9 @@ func (r Reporter) Report(format string, args ...any) {
 type Source interface {
 	// Name is the source's configuration name: shell, host or logind.
 	Name() string
-	// List returns the current sessions with Key, and not ID, set.
+	// List returns the current sessions with Key, and not ID, set. The
+	// slice is the caller's: the registry fills in IDs, sorts it, and may
+	// reuse it for a later listing.
 	List(ctx context.Context) ([]Session, error)
 	// Logoff ends the session s, which came from this source's List, and
 	// returns once it is gone, or an error saying what survived.
