@@ -145,7 +145,8 @@ func (c column) after(gap int) column {
 // further right). width is the terminal width (0 for no limit): when the
 // rows are wider, they are cut so that they never wrap.
 func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int) error {
-	t := newTable(w, verb, withServer, width, nil)
+	var t table
+	t.start(w, verb, withServer, width, nil)
 	for i := range rows {
 		t.row(&rows[i].Session, rows[i].Current, &rows[i])
 	}
@@ -157,7 +158,8 @@ func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int
 // session whose line is not in its memo. current is the caller's session
 // ID (0 for none); buf is a buffer to reuse, or nil.
 func writeSessions(w io.Writer, verb string, list []sessions.Session, current, width int, buf []byte) ([]byte, error) {
-	t := newTable(w, verb, false, width, buf)
+	var t table
+	t.start(w, verb, false, width, buf)
 	for i := range list {
 		t.row(&list[i], current != 0 && list[i].ID == current, nil)
 	}
@@ -178,10 +180,10 @@ type table struct {
 	cols                []column
 	withServer          bool
 	width               int
-	texts               []string
-	gaps, widths        []int
+	texts               [maxTableColumns]string
+	gaps, widths        [maxTableColumns]int
 	line                []byte // the line being formatted
-	scratch             Row    // the row of a session listed without one
+	scratch             *Row   // the row of a session listed without one
 	buf                 []byte // the chunk being filled
 	checked             bool   // every line in buf passed clean
 	err                 error
@@ -189,8 +191,13 @@ type table struct {
 	formatted, reusable int // lines made, and taken from memos (for tests)
 }
 
-func newTable(w io.Writer, verb string, withServer bool, width int, buf []byte) *table {
-	t := &table{w: w, verb: verb, withServer: withServer, width: width, buf: buf[:0], checked: true}
+// maxTableColumns is the most columns a table has: query session's six
+// and SERVER.
+const maxTableColumns = 7
+
+// start begins the table with its header; buf is a buffer to reuse, or nil.
+func (t *table) start(w io.Writer, verb string, withServer bool, width int, buf []byte) {
+	*t = table{w: w, verb: verb, withServer: withServer, width: width, buf: buf[:0], checked: true}
 	if cap(t.buf) < tableChunk {
 		t.buf = make([]byte, 0, tableChunk)
 	}
@@ -208,15 +215,11 @@ func newTable(w io.Writer, verb string, withServer bool, width int, buf []byte) 
 	} else {
 		t.cols = table
 	}
-	t.texts = make([]string, len(t.cols))
-	t.gaps = make([]int, len(t.cols))
-	t.widths = make([]int, len(t.cols))
 	for i, c := range t.cols {
 		t.texts[i] = c.title
 	}
 	t.formatLine()
 	t.add(t.line, clean(t.line), false)
-	return t
 }
 
 // memoLines is what a table keeps in a session's memo (as a pointer): its
@@ -284,8 +287,11 @@ func (t *table) row(s *sessions.Session, current bool, row *Row) {
 		}
 	}
 	if row == nil {
+		if t.scratch == nil {
+			t.scratch = new(Row)
+		}
 		t.scratch.Session = *s
-		row = &t.scratch
+		row = t.scratch
 	}
 	for i, c := range t.cols {
 		t.texts[i] = Clean(c.value(*row))
@@ -304,7 +310,7 @@ func (t *table) row(s *sessions.Session, current bool, row *Row) {
 // formatLine formats t.texts (already Clean) into t.line, with a blank
 // mark and a newline.
 func (t *table) formatLine() {
-	cols, gaps, widths := t.cols, t.gaps, t.widths
+	cols, gaps, widths := t.cols, t.gaps[:len(t.cols)], t.widths[:len(t.cols)]
 	for i, c := range cols {
 		gaps[i], widths[i] = c.gap, c.width
 	}

@@ -215,7 +215,8 @@ func TestMemoLinesMatchFreshOnes(t *testing.T) {
 		}
 		for pass := range 2 { // a miss, then a hit
 			got.Reset()
-			tb := newTable(&got, verb, withServer, width, nil)
+			var tb table
+			tb.start(&got, verb, withServer, width, nil)
 			for i := range rows {
 				tb.row(&rows[i].Session, rows[i].Current, &rows[i])
 			}
