@@ -368,7 +368,7 @@ func (t *table) add(line []byte, checked, current bool) {
 	if len(t.buf)+len(line) > cap(t.buf) {
 		t.flush()
 	}
-	if current {
+	if current && line[0] == ' ' { // else a terminal of one column cut the mark away
 		t.buf = append(t.buf, '>')
 		line = line[1:]
 	}

@@ -268,6 +268,42 @@ func TestMemoLinesMatchFreshOnes(t *testing.T) {
 	}
 }
 
+// Cut to a terminal of any width, the caller's own line and every other
+// line are the whole line (as printed with no terminal) cut to the width,
+// with a ~ where it was cut, and the > mark stays where it fits.
+func TestLinesCutToAnyTerminalWidth(t *testing.T) {
+	rows := goldenRows()
+	for i := range rows {
+		rows[i].Memo = new(sessions.Memo)
+	}
+	for _, verb := range []string{VerbQuerySession, VerbQueryUser} {
+		var whole bytes.Buffer
+		if err := WriteTable(&whole, verb, rows, false, 0); err != nil {
+			t.Fatal(err)
+		}
+		full := strings.Split(strings.TrimSuffix(whole.String(), "\n"), "\n")
+		for width := 1; width <= 100; width++ {
+			var got bytes.Buffer
+			if err := WriteTable(&got, verb, rows, false, width); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSuffix(got.String(), "\n"), "\n")
+			if len(lines) != len(full) {
+				t.Fatalf("%s at width %d: %d lines, want %d", verb, width, len(lines), len(full))
+			}
+			for i, l := range full {
+				want := l
+				if r := []rune(l); len(r) > width {
+					want = string(r[:width-1]) + "~"
+				}
+				if lines[i] != want {
+					t.Fatalf("%s at width %d, line %d: %q, want %q", verb, width, i, lines[i], want)
+				}
+			}
+		}
+	}
+}
+
 // A table of thousands of lines is written in chunks that end at line
 // ends, each through the escaping printer unless every byte of it was
 // checked: lines with a name that Clean escapes, or non-ASCII names,
