@@ -52,8 +52,10 @@ type Session struct {
 // Memo is a place, one per session and owned by its source, where a
 // printer keeps the session's formatted line: a listing of thousands of
 // sessions then formats each once in its life and finds it again without
-// a lookup. The printer checks what it kept against the session's cells
-// before it uses it, so a stale memo costs a format, never a wrong line.
+// a lookup. A source gives a session a Memo only while every field but
+// IdleTime stays as it is (the printer compares only the ID, and idle
+// minutes where it prints them); when one changes, the session needs a
+// new Memo. The shell source's sessions never change: one Memo each.
 // It is safe for concurrent use.
 type Memo struct{ v atomic.Value }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -61,11 +62,17 @@ func (nopShellControl) Notify(string) {}
 // benchExecQuery runs line through Env.Exec (parse, listing, table, audit
 // record) with n of tsadmin's own sessions present, writing to the
 // escaping printer as a session does. With churn, one session ends and
-// one starts between queries, as under the one-shot load.
-func benchExecQuery(b *testing.B, line string, n int, churn bool) {
+// one starts between queries, as under the one-shot load. With spread,
+// each session is allocated between 8 KiB kept for its connection, as
+// in a server, so that the sessions are not side by side in memory.
+func benchExecQuery(b *testing.B, line string, n int, churn, spread bool) {
 	env, id := testEnv(b)
 	var open []*sessions.ShellSession
+	var conns [][]byte
 	for range n {
+		if spread {
+			conns = append(conns, make([]byte, 8<<10))
+		}
 		open = append(open, env.Shells.Add("bob", "198.51.100.9", nopShellControl{}))
 	}
 	c := Caller{Identity: id, Session: 1, Mode: ModeExec}
@@ -81,12 +88,20 @@ func benchExecQuery(b *testing.B, line string, n int, churn bool) {
 			b.Fatal(out.Err)
 		}
 	}
+	runtime.KeepAlive(conns)
 }
 
-func BenchmarkExecQuerySession0(b *testing.B)     { benchExecQuery(b, "query session", 0, false) }
-func BenchmarkExecQuerySession1000(b *testing.B)  { benchExecQuery(b, "query session", 1000, false) }
-func BenchmarkExecQuerySession10000(b *testing.B) { benchExecQuery(b, "query session", 10000, false) }
-func BenchmarkExecQuerySessionChurn10000(b *testing.B) {
-	benchExecQuery(b, "query session", 10000, true)
+func BenchmarkExecQuerySession0(b *testing.B) { benchExecQuery(b, "query session", 0, false, false) }
+func BenchmarkExecQuerySession1000(b *testing.B) {
+	benchExecQuery(b, "query session", 1000, false, false)
 }
-func BenchmarkExecQueryUser10000(b *testing.B) { benchExecQuery(b, "query user", 10000, false) }
+func BenchmarkExecQuerySession10000(b *testing.B) {
+	benchExecQuery(b, "query session", 10000, false, false)
+}
+func BenchmarkExecQuerySessionChurn10000(b *testing.B) {
+	benchExecQuery(b, "query session", 10000, true, false)
+}
+func BenchmarkExecQuerySessionSpread10000(b *testing.B) {
+	benchExecQuery(b, "query session", 10000, true, true)
+}
+func BenchmarkExecQueryUser10000(b *testing.B) { benchExecQuery(b, "query user", 10000, false, false) }

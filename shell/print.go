@@ -233,27 +233,26 @@ type memoLine struct {
 	checked bool   // line passed clean: the escaping printer writes it unchanged
 }
 
-// lineKey is everything a session's line depends on: the cells of the
-// table's columns and the table's shape. A memo's line is used only when
-// its key is the row's.
+// lineKey is what a session's line depends on besides the cells that a
+// memo's session keeps for the memo's life (sessions.Memo): the table's
+// shape, the SERVER cell, and query user's idle minutes. The ID, which
+// never changes either, is checked as well: a memo that reached another
+// session by mistake costs a format, not a wrong line.
 type lineKey struct {
-	server, name, user, typ, device string
-	state                           sessions.State
-	id                              int
-	logon                           time.Time // query user only
-	idleMinutes                     int       // query user only: IDLE TIME shows minutes
-	withServer                      bool
-	width                           int
+	server      string
+	id          int
+	idleMinutes int // query user only: IDLE TIME shows minutes
+	withServer  bool
+	width       int
 }
 
 func (t *table) key(s *sessions.Session, server string) lineKey {
-	k := lineKey{name: s.Name, user: s.User, typ: s.Type, device: s.Device, state: s.State, id: s.ID,
-		withServer: t.withServer, width: t.width}
+	k := lineKey{id: s.ID, withServer: t.withServer, width: t.width}
 	if t.withServer {
 		k.server = server
 	}
 	if t.memoSlot == 1 {
-		k.logon, k.idleMinutes = s.LogonTime, int(s.IdleTime/time.Minute)
+		k.idleMinutes = int(s.IdleTime / time.Minute)
 	}
 	return k
 }

@@ -189,7 +189,7 @@ func TestIdleText(t *testing.T) {
 }
 
 // The lines kept in sessions' memos print exactly what formatting every
-// row afresh prints, in both tables, as rows change under the same memo,
+// row afresh prints, in both tables, as rows change (with a new memo),
 // become the caller's own, are cut to a terminal, get a SERVER column, go
 // idle, or are listed as sessions alone; and a line is taken from the
 // memo whenever nothing it depends on changed.
@@ -233,9 +233,13 @@ func TestMemoLinesMatchFreshOnes(t *testing.T) {
 	}
 	for _, verb := range []string{VerbQuerySession, VerbQueryUser} {
 		check("first", verb, rows, false, 0)
+		// A source whose session's cells change gives it a new memo.
 		rows[7].User, rows[8].State, rows[9].Device, rows[10].Type = "mallory"+verb, sessions.Disc, "203.0.113.5", "login"+verb
 		rows[13].LogonTime = rows[13].LogonTime.Add(time.Hour)
-		check("cells changed under the same memo", verb, rows, false, 0)
+		for _, i := range []int{7, 8, 9, 10, 13} {
+			rows[i].Memo = new(sessions.Memo)
+		}
+		check("cells changed, with a new memo", verb, rows, false, 0)
 		rows[14].IdleTime += 3 * time.Minute
 		check("idle for longer", verb, rows, false, 0)
 		rows[11].Current = true
