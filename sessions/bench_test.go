@@ -5,7 +5,32 @@ import (
 	"testing"
 )
 
-func BenchmarkRegistryList10000(b *testing.B) {
+func benchRegistryList(b *testing.B, n int, churn bool) {
+	r := NewRegistry()
+	shells := NewShellSource(r)
+	r.AddSource(shells)
+	var open []*ShellSession
+	for i := 0; i < n; i++ {
+		open = append(open, shells.Add("alice", "127.0.0.1", nopControl{}))
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if churn {
+			// What the one-shot load does: a session starts, one ends.
+			open[0].Close()
+			open = append(open[1:], shells.Add("alice", "127.0.0.1", nopControl{}))
+		}
+		if list, _ := r.List(ctx); len(list) != n {
+			b.Fatal(len(list))
+		}
+	}
+}
+
+func BenchmarkRegistryList10000(b *testing.B)      { benchRegistryList(b, 10000, false) }
+func BenchmarkRegistryListChurn10000(b *testing.B) { benchRegistryList(b, 10000, true) }
+
+func BenchmarkRegistryListInto10000(b *testing.B) {
 	r := NewRegistry()
 	shells := NewShellSource(r)
 	r.AddSource(shells)
@@ -13,10 +38,11 @@ func BenchmarkRegistryList10000(b *testing.B) {
 		shells.Add("alice", "127.0.0.1", nopControl{})
 	}
 	ctx := context.Background()
+	var buf []Session
 	b.ReportAllocs()
 	for b.Loop() {
-		if list, _ := r.List(ctx); len(list) != 10000 {
-			b.Fatal(len(list))
+		if buf, _ = r.ListInto(ctx, buf); len(buf) != 10000 {
+			b.Fatal(len(buf))
 		}
 	}
 }

@@ -48,12 +48,27 @@ func (r *Registry) Sources() []string {
 	return names
 }
 
-// IDFor returns the ID of the session with this key in this source,
-// allocating the next free one if the session is new.
-func (r *Registry) IDFor(source, key string) int {
+// newID hands out the next ID, to a source that gives its sessions their
+// IDs itself (see ownIDs): it is not remembered, and no later listing
+// looks it up or forgets it.
+func (r *Registry) newID() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.entryLocked(source, key).id
+	id := r.next
+	r.next++
+	return id
+}
+
+// ownIDs is a source whose sessions come with ID and Source set, the ID
+// taken from newID when the session began, and in ID order: IDs then cost a listing
+// nothing per session, and a session that has gone leaves nothing to
+// forget. The shell source is one.
+type ownIDs interface{ ownsIDs() }
+
+// appendLister is a source that lists into a buffer, growing it only when
+// it is too small, and cannot fail: the shell source.
+type appendLister interface {
+	appendList(dst []Session) []Session
 }
 
 func (r *Registry) entryLocked(source, key string) *idEntry {
@@ -83,6 +98,13 @@ func (e *SourceError) Unwrap() error { return e.Err }
 // List returns every session of every source, sorted by ID. A source that
 // fails is reported in errs and its sessions keep their IDs.
 func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
+	return r.ListInto(ctx, nil)
+}
+
+// ListInto is List, reusing buf (a listing the caller no longer needs,
+// or nil) where it can: listing thousands of sessions for every command
+// then allocates nothing. The listing may share buf's memory.
+func (r *Registry) ListInto(ctx context.Context, buf []Session) (all []Session, errs []error) {
 	r.mu.Lock()
 	sources := append([]Source(nil), r.sources...)
 	firstNew := r.next
@@ -95,6 +117,13 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 		err  error
 	}
 	results := make([]result, len(sources))
+	into := -1 // the source that lists into buf
+	for i, src := range sources {
+		if _, ok := src.(appendLister); ok {
+			into = i
+			break
+		}
+	}
 	list := func(i int) {
 		// A bug in one source must not take the server down: it
 		// becomes that source's error.
@@ -103,6 +132,10 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 				results[i].list, results[i].err = nil, fmt.Errorf("internal error: %v", r)
 			}
 		}()
+		if i == into {
+			results[i].list = sources[i].(appendLister).appendList(buf[:0])
+			return
+		}
 		results[i].list, results[i].err = sources[i].List(ctx)
 	}
 	// The sources are read at once; the last on this goroutine, which
@@ -135,6 +168,9 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 			continue
 		}
 		list := results[i].list
+		if _, own := src.(ownIDs); own {
+			continue // sorted by ID, with nothing to look up or forget
+		}
 		for j := range list {
 			e := r.entryLocked(name, list[j].Key)
 			e.seen = max(e.seen, gen)
@@ -153,7 +189,7 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 			}
 		}
 		// Sessions are large to move: a source that lists in ID order
-		// (the shell source does) is not sorted again.
+		// is not sorted again.
 		if !slices.IsSortedFunc(list, byID) {
 			slices.SortFunc(list, byID)
 		}

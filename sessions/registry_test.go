@@ -121,26 +121,12 @@ func TestShellSessionIDsSurviveConcurrentListings(t *testing.T) {
 	shells := NewShellSource(r)
 	r.AddSource(shells)
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				r.List(ctx)
-			}
-		}
-	}()
+	stop := repeat(func() { r.List(ctx) })
 	var added []*ShellSession
 	for i := 0; i < 500; i++ {
 		added = append(added, shells.Add("alice", "127.0.0.1", nopControl{}))
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	list, _ := r.List(ctx)
 	got := map[int]string{}
 	for _, s := range list {
@@ -157,11 +143,7 @@ func TestShellSessionIDsSurviveConcurrentListings(t *testing.T) {
 // ID order (the shell source, which is merged without a sort, also after
 // closed sessions were compacted away) or not (the host source's order).
 func TestListIsSortedByIDAcrossSources(t *testing.T) {
-	r := NewRegistry()
-	host := &fakeSource{name: "host"}
-	shells := NewShellSource(r)
-	r.AddSource(host)
-	r.AddSource(shells)
+	r, host, shells := hostAndShells()
 	var open []*ShellSession
 	for round := range 5 {
 		for range 7 {
@@ -196,4 +178,95 @@ func TestListIsSortedByIDAcrossSources(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The shell source hands out its own IDs: the registry keeps nothing per
+// shell session (so a listing has nothing to look up or forget), and an
+// ID is still never handed out twice, across sources too.
+func TestShellIDsAreNeverReusedAndNotRemembered(t *testing.T) {
+	r, host, shells := hostAndShells()
+	ctx := context.Background()
+	seen := map[int]string{}
+	for round := range 50 {
+		s := shells.Add("alice", "127.0.0.1", nopControl{})
+		host.set(fmt.Sprint("k", round))
+		list, _ := r.List(ctx)
+		for _, l := range list {
+			who := l.Source + "/" + l.Key
+			if prev, ok := seen[l.ID]; ok && prev != who {
+				t.Fatalf("ID %d named %s, then %s", l.ID, prev, who)
+			}
+			seen[l.ID] = who
+		}
+		s.Close()
+	}
+	if n := len(r.ids["shell"]); n != 0 {
+		t.Errorf("the registry remembers %d shell sessions", n)
+	}
+}
+
+// Listings that run while shell sessions come and go (and the closed ones
+// are compacted away) list every session that was open throughout, once,
+// in ID order, and never one that had closed before the listing began.
+func TestShellListingsWhileSessionsComeAndGo(t *testing.T) {
+	r := NewRegistry()
+	shells := NewShellSource(r)
+	r.AddSource(shells)
+	ctx := context.Background()
+	var steady []*ShellSession
+	for range 20 {
+		steady = append(steady, shells.Add("alice", "127.0.0.1", nopControl{}))
+	}
+	// Churn: many adds and closes, so that order is compacted often.
+	stop := repeat(func() { shells.Add("bob", "127.0.0.1", nopControl{}).Close() })
+	for range 300 {
+		gone := shells.Add("carol", "127.0.0.1", nopControl{})
+		gone.Close()
+		list, _ := r.List(ctx)
+		listed := map[int]int{}
+		for i, s := range list {
+			listed[s.ID]++
+			if i > 0 && list[i-1].ID >= s.ID {
+				t.Fatalf("not in ID order: %d then %d", list[i-1].ID, s.ID)
+			}
+		}
+		for _, s := range steady {
+			if listed[s.ID()] != 1 {
+				t.Fatalf("open session %d listed %d times", s.ID(), listed[s.ID()])
+			}
+		}
+		if listed[gone.ID()] != 0 {
+			t.Fatalf("session %d, closed before the listing, is listed", gone.ID())
+		}
+	}
+	stop()
+}
+
+// hostAndShells is a registry with a host source the test controls, then
+// the shell source.
+func hostAndShells() (*Registry, *fakeSource, *ShellSource) {
+	r := NewRegistry()
+	host := &fakeSource{name: "host"}
+	shells := NewShellSource(r)
+	r.AddSource(host)
+	r.AddSource(shells)
+	return r, host, shells
+}
+
+// repeat runs f over and over on another goroutine until the returned
+// stop is called, which returns once f has stopped.
+func repeat(f func()) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+				f()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }

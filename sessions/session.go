@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,7 +44,26 @@ type Session struct {
 	// Admin is the tsadmin identity that owns the session, set only for
 	// tsadmin's own sessions. It decides "your own session".
 	Admin string
+	// Memo is where a printer may keep what it made of the session; nil
+	// for a source that does not keep its sessions between listings.
+	Memo *Memo
 }
+
+// Memo is a place, one per session and owned by its source, where a
+// printer keeps the session's formatted line: a listing of thousands of
+// sessions then formats each once in its life and finds it again without
+// a lookup. A source gives a session a Memo only while every field but
+// IdleTime stays as it is (the printer compares only the ID, and idle
+// minutes where it prints them); when one changes, the session needs a
+// new Memo. The shell source's sessions never change: one Memo each.
+// It is safe for concurrent use.
+type Memo struct{ v atomic.Value }
+
+// Load returns what was last stored, or nil.
+func (m *Memo) Load() any { return m.v.Load() }
+
+// Store keeps v. Every Store of one Memo must pass the same type.
+func (m *Memo) Store(v any) { m.v.Store(v) }
 
 // Reporter receives the step-by-step account of a logoff for /v.
 // It may be nil.
@@ -61,7 +81,9 @@ func (r Reporter) Report(format string, args ...any) {
 type Source interface {
 	// Name is the source's configuration name: shell, host or logind.
 	Name() string
-	// List returns the current sessions with Key, and not ID, set.
+	// List returns the current sessions with Key, and not ID, set. The
+	// slice is the caller's: the registry fills in IDs, sorts it, and may
+	// reuse it for a later listing.
 	List(ctx context.Context) ([]Session, error)
 	// Logoff ends the session s, which came from this source's List, and
 	// returns once it is gone, or an error saying what survived.

@@ -2,8 +2,10 @@ package sessions
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,20 +16,23 @@ const ShellType = "tsadmin"
 // server adds a session when a client's shell or command starts and removes
 // it when it ends.
 type ShellSource struct {
-	reg *Registry
+	reg   *Registry
+	epoch time.Time // input times are kept as monotonic time since epoch
 
 	mu       sync.Mutex
 	sessions map[string]*ShellSession
 	seq      uint64
 	// order holds the sessions in ID order, so that a listing needs no
 	// sort; a closed one stays until compact drops it (gone counts them).
+	// Add only appends to it and compact makes a new one, so a listing
+	// may read the order it found without the lock.
 	order []*ShellSession
 	gone  int
 }
 
 // NewShellSource returns the shell source; it takes its IDs from reg.
 func NewShellSource(reg *Registry) *ShellSource {
-	return &ShellSource{reg: reg, sessions: make(map[string]*ShellSession)}
+	return &ShellSource{reg: reg, epoch: time.Now(), sessions: make(map[string]*ShellSession)}
 }
 
 // ShellSession is one live tsadmin session, owned by the SSH server.
@@ -41,11 +46,11 @@ type ShellSession struct {
 	logon  time.Time
 	ctl    ShellControl
 	done   chan struct{}
+	memo   Memo // the printer's, for Session.Memo: the cells never change
 
-	mu        sync.Mutex
-	lastInput time.Time
+	lastInput atomic.Int64 // time since src.epoch
 	closeOnce sync.Once
-	closed    bool // guarded by src.mu: it has left order's live part
+	closed    atomic.Bool // set under src.mu: it has left order's live part
 }
 
 // ShellControl is how the source reaches a live session's connection.
@@ -63,8 +68,9 @@ func (src *ShellSource) Add(admin, device string, ctl ShellControl) *ShellSessio
 	now := time.Now()
 	s := &ShellSession{
 		src: src, admin: admin, device: device,
-		logon: now, lastInput: now, ctl: ctl, done: make(chan struct{}),
+		logon: now, ctl: ctl, done: make(chan struct{}),
 	}
+	s.lastInput.Store(int64(now.Sub(src.epoch)))
 	// The key, the ID and the entry in the map in one step: a listing
 	// then either sees the session, or started before its ID existed (and
 	// so cannot judge it gone); and IDs, handed out in increasing order,
@@ -72,7 +78,7 @@ func (src *ShellSource) Add(admin, device string, ctl ShellControl) *ShellSessio
 	src.mu.Lock()
 	src.seq++
 	s.key = strconv.FormatUint(src.seq, 10)
-	s.id = src.reg.IDFor(src.Name(), s.key)
+	s.id = src.reg.newID()
 	s.name = "ssh#" + strconv.Itoa(s.id)
 	src.sessions[s.key] = s
 	src.order = append(src.order, s)
@@ -88,9 +94,7 @@ func (s *ShellSession) Name() string { return s.name }
 
 // Touch records input from the client, for the idle time.
 func (s *ShellSession) Touch() {
-	s.mu.Lock()
-	s.lastInput = time.Now()
-	s.mu.Unlock()
+	s.lastInput.Store(int64(time.Since(s.src.epoch)))
 }
 
 // Close removes the session from the listing. It is safe to call more than
@@ -100,7 +104,7 @@ func (s *ShellSession) Close() {
 		src := s.src
 		src.mu.Lock()
 		delete(src.sessions, s.key)
-		s.closed = true
+		s.closed.Store(true)
 		src.gone++
 		if src.gone > len(src.order)/2 {
 			src.compactLocked()
@@ -112,44 +116,53 @@ func (s *ShellSession) Close() {
 
 // compactLocked drops the closed sessions from order, keeping it sorted;
 // it runs when they are half of it, so its cost per Close is constant.
+// The live ones go to a new slice: listings may still be reading the old.
 func (src *ShellSource) compactLocked() {
-	live := src.order[:0]
+	live := make([]*ShellSession, 0, len(src.order)-src.gone)
 	for _, s := range src.order {
-		if !s.closed {
+		if !s.closed.Load() {
 			live = append(live, s)
 		}
 	}
-	clear(src.order[len(live):]) // let the closed ones be collected
 	src.order, src.gone = live, 0
 }
 
-// Name implements Source.
-func (src *ShellSource) Name() string { return "shell" }
+const shellSourceName = "shell"
 
-// List implements Source. The sessions come in ID order.
+// Name implements Source.
+func (src *ShellSource) Name() string { return shellSourceName }
+
+// List implements Source. The sessions come in ID order, with their IDs
+// (the source hands them out: ownIDs).
 func (src *ShellSource) List(ctx context.Context) ([]Session, error) {
+	return src.appendList(nil), nil
+}
+
+// appendList implements appendLister: List, into dst.
+func (src *ShellSource) appendList(dst []Session) []Session {
 	src.mu.Lock()
-	live := make([]*ShellSession, 0, len(src.sessions))
-	for _, s := range src.order {
-		if !s.closed {
-			live = append(live, s)
-		}
-	}
+	order, live := src.order, len(src.order)-src.gone
 	src.mu.Unlock()
 
-	now := time.Now()
-	out := make([]Session, 0, len(live))
-	for _, s := range live {
-		s.mu.Lock()
-		idle := now.Sub(s.lastInput)
-		s.mu.Unlock()
-		out = append(out, Session{
-			Name: s.Name(), User: s.admin, State: Active, Type: ShellType,
-			Device: s.device, LogonTime: s.logon, IdleTime: idle, Key: s.key, Admin: s.admin,
-		})
+	now := int64(time.Since(src.epoch))
+	out := slices.Grow(dst[:0], live)[:live]
+	n := 0
+	for _, s := range order {
+		if s.closed.Load() {
+			continue // closed before order was read (gone), or since
+		}
+		// Field by field, every field (dst held another listing): a
+		// Session literal would be built and then copied whole.
+		r := &out[n]
+		n++
+		r.ID, r.Name, r.User, r.State, r.Type = s.id, s.name, s.admin, Active, ShellType
+		r.Device, r.LogonTime, r.IdleTime = s.device, s.logon, time.Duration(now-s.lastInput.Load())
+		r.Source, r.Key, r.Admin, r.Memo = shellSourceName, s.key, s.admin, &s.memo
 	}
-	return out, nil
+	return out[:n]
 }
+
+func (*ShellSource) ownsIDs() {}
 
 // Logoff implements Source: it asks the connection to close and waits until
 // the session has gone. A tsadmin session runs no program, so /now (Now)

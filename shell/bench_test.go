@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -58,23 +59,49 @@ type nopShellControl struct{}
 func (nopShellControl) Kick(string)   {}
 func (nopShellControl) Notify(string) {}
 
-// benchExecQuery runs `query session` through Env.Exec (parse, listing,
-// policy, table, audit record) with n of tsadmin's own sessions present.
-func benchExecQuery(b *testing.B, n int) {
+// benchExecQuery runs line through Env.Exec (parse, listing, table, audit
+// record) with n of tsadmin's own sessions present, writing to the
+// escaping printer as a session does. With churn, one session ends and
+// one starts between queries, as under the one-shot load. With spread,
+// each session is allocated between 8 KiB kept for its connection, as
+// in a server, so that the sessions are not side by side in memory.
+func benchExecQuery(b *testing.B, line string, n int, churn, spread bool) {
 	env, id := testEnv(b)
+	var open []*sessions.ShellSession
+	var conns [][]byte
 	for range n {
-		env.Shells.Add("bob", "198.51.100.9", nopShellControl{})
+		if spread {
+			conns = append(conns, make([]byte, 8<<10))
+		}
+		open = append(open, env.Shells.Add("bob", "198.51.100.9", nopShellControl{}))
 	}
 	c := Caller{Identity: id, Session: 1, Mode: ModeExec}
 	ctx := context.Background()
+	stdout, stderr := EscapeWriter(io.Discard), EscapeWriter(io.Discard)
 	b.ReportAllocs()
 	for b.Loop() {
-		if out := env.Exec(ctx, c, "query session", io.Discard, io.Discard); out.Status != StatusOK {
+		if churn {
+			open[0].Close()
+			open = append(open[1:], env.Shells.Add("bob", "198.51.100.9", nopShellControl{}))
+		}
+		if out := env.Exec(ctx, c, line, stdout, stderr); out.Status != StatusOK {
 			b.Fatal(out.Err)
 		}
 	}
+	runtime.KeepAlive(conns)
 }
 
-func BenchmarkExecQuerySession0(b *testing.B)     { benchExecQuery(b, 0) }
-func BenchmarkExecQuerySession1000(b *testing.B)  { benchExecQuery(b, 1000) }
-func BenchmarkExecQuerySession10000(b *testing.B) { benchExecQuery(b, 10000) }
+func BenchmarkExecQuerySession0(b *testing.B) { benchExecQuery(b, "query session", 0, false, false) }
+func BenchmarkExecQuerySession1000(b *testing.B) {
+	benchExecQuery(b, "query session", 1000, false, false)
+}
+func BenchmarkExecQuerySession10000(b *testing.B) {
+	benchExecQuery(b, "query session", 10000, false, false)
+}
+func BenchmarkExecQuerySessionChurn10000(b *testing.B) {
+	benchExecQuery(b, "query session", 10000, true, false)
+}
+func BenchmarkExecQuerySessionSpread10000(b *testing.B) {
+	benchExecQuery(b, "query session", 10000, true, true)
+}
+func BenchmarkExecQueryUser10000(b *testing.B) { benchExecQuery(b, "query user", 10000, false, false) }

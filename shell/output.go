@@ -38,6 +38,21 @@ func (e escapeWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// writeChecked writes p, which the caller has checked with clean, to w.
+// When w is the escaping printer, p goes past its scan to the writer
+// beneath: the printer would have written p unchanged, so the bytes are
+// the same, and a table of thousands of lines kept from earlier listings
+// is not read again.
+func writeChecked(w io.Writer, p []byte) (int, error) {
+	if e, ok := w.(escapeWriter); ok {
+		if _, err := e.w.Write(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return w.Write(p)
+}
+
 // clean reports whether p is printable ASCII, spaces and newlines only:
 // the common case, written as it is. It looks at eight bytes at a time
 // (a listing of thousands of sessions is most of a megabyte), and byte by

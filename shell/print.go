@@ -7,7 +7,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf16"
@@ -146,185 +145,252 @@ func (c column) after(gap int) column {
 // further right). width is the terminal width (0 for no limit): when the
 // rows are wider, they are cut so that they never wrap.
 func WriteTable(w io.Writer, verb string, rows []Row, withServer bool, width int) error {
-	return writeTable(w, verb, rows, withServer, width, nil)
+	var t table
+	t.start(w, verb, withServer, width, nil)
+	for i := range rows {
+		t.row(&rows[i].Session, rows[i].Current, &rows[i])
+	}
+	return t.finish()
 }
 
-// writeTable is WriteTable, taking the lines of query session rows from
-// lines when it has them (nil for none).
-func writeTable(w io.Writer, verb string, rows []Row, withServer bool, width int, lines *lineCache) error {
-	if verb != VerbQuerySession {
-		lines = nil // only qwinsta's cells are all in lineKey
+// writeSessions is WriteTable for this server's own listing, without a
+// SERVER column, straight from the sessions: a Row is made only for a
+// session whose line is not in its memo. current is the caller's session
+// ID (0 for none); buf is a buffer to reuse, or nil.
+func writeSessions(w io.Writer, verb string, list []sessions.Session, current, width int, buf []byte) ([]byte, error) {
+	var t table
+	t.start(w, verb, false, width, buf)
+	for i := range list {
+		t.row(&list[i], current != 0 && list[i].ID == current, nil)
+	}
+	return t.buf, t.finish()
+}
+
+// tableChunk is how much of a table is formatted before it is written:
+// a table of thousands of rows is never held whole, and an SSH packet
+// carries 32 KiB.
+const tableChunk = 32 << 10
+
+// table writes a table a chunk at a time. A session's line is formatted
+// once and kept in the session's memo (sessions.Memo), with the mark
+// column blank: the caller's own session gets its > when it is written.
+type table struct {
+	w                   io.Writer
+	verb                string
+	cols                []column
+	withServer          bool
+	width               int
+	texts               [maxTableColumns]string
+	gaps, widths        [maxTableColumns]int
+	line                []byte // the line being formatted
+	scratch             *Row   // the row of a session listed without one
+	buf                 []byte // the chunk being filled
+	checked             bool   // every line in buf passed clean
+	err                 error
+	memoSlot            int // which of memoLines this table's lines go in; -1 for none
+	formatted, reusable int // lines made, and taken from memos (for tests)
+}
+
+// maxTableColumns is the most columns a table has: query session's six
+// and SERVER.
+const maxTableColumns = 7
+
+// start begins the table with its header; buf is a buffer to reuse, or nil.
+func (t *table) start(w io.Writer, verb string, withServer bool, width int, buf []byte) {
+	*t = table{w: w, verb: verb, withServer: withServer, width: width, buf: buf[:0], checked: true}
+	if cap(t.buf) < tableChunk {
+		t.buf = make([]byte, 0, tableChunk)
 	}
 	table := qwinstaColumns
+	t.memoSlot = 0
 	switch verb {
 	case VerbQueryUser:
-		table = quserColumns
+		table, t.memoSlot = quserColumns, 1
 	case VerbQueryProcess:
-		table = qprocessColumns
+		table, t.memoSlot = qprocessColumns, -1 // a line per process, not per session
 	}
-	var cols []column
 	if withServer {
-		cols = append(cols, colServer, table[0].after(2))
-		cols = append(cols, table[1:]...)
+		t.cols = append(t.cols, colServer, table[0].after(2))
+		t.cols = append(t.cols, table[1:]...)
 	} else {
-		cols = table
+		t.cols = table
 	}
-	var b bytes.Buffer
-	b.Grow((len(rows) + 1) * 96) // a query session line of ssh#N is about 85 bytes
-	var line []byte
-	texts := make([]string, len(cols))
-	gaps := make([]int, len(cols))
-	widths := make([]int, len(cols))
-	writeLine := func(mark byte) {
-		for i, c := range cols {
-			gaps[i], widths[i] = c.gap, c.width
-		}
-		// A right-aligned value too long for its field takes the spaces
-		// before it (keeping one), then cuts the column before it.
-		for i := 1; i < len(cols); i++ {
-			over := utf8.RuneCountInString(texts[i]) - widths[i]
-			if !cols[i].right || over <= 0 {
-				continue
-			}
-			take := min(over, gaps[i]-1)
-			gaps[i] -= take
-			widths[i] += take
-			over -= take
-			widths[i-1] -= over
-			widths[i] += over
-		}
-		line = append(line[:0], mark)
-		for i, c := range cols {
-			line = appendSpaces(line, gaps[i])
-			v := texts[i]
-			if widths[i] > 0 {
-				v = fit(v, max(widths[i], 1))
-			} else {
-				v = fit(v, maxColumns)
-			}
-			pad := widths[i] - utf8.RuneCountInString(v)
-			if c.right {
-				line = appendSpaces(line, pad)
-			}
-			line = append(line, v...)
-			if !c.right {
-				line = appendSpaces(line, pad)
-			}
-		}
-		line = bytes.TrimRight(line, " ")
-		if width > 0 && utf8.RuneCount(line) > width {
-			// Cut to the terminal: rows never wrap.
-			cut, n := 0, 0
-			for cut < len(line) && n < width-1 {
-				_, size := utf8.DecodeRune(line[cut:])
-				cut += size
-				n++
-			}
-			line = append(line[:cut], '~')
-		}
-		b.Write(line)
-		b.WriteByte('\n')
+	for i, c := range t.cols {
+		t.texts[i] = c.title
 	}
-	// The cache is held while the lines are formatted, never while they
-	// are written: a client that stops reading must not hold up the
-	// listings of others.
-	func() {
-		if lines != nil {
-			lines.mu.Lock()
-			defer lines.mu.Unlock()
-			lines.gen++
-		}
-		for i, c := range cols {
-			texts[i] = c.title
-		}
-		writeLine(' ')
-		for _, row := range rows {
-			var key lineKey
-			if lines != nil {
-				key = lineKey{row.Server, row.Name, row.User, row.ID, row.State, row.Type, row.Device, row.Current, withServer, width}
-				if l, ok := lines.m[key.slot()]; ok && l.key == key {
-					l.gen = lines.gen
-					b.Write(l.line)
-					continue
-				}
-			}
-			mark := byte(' ')
-			if row.Current {
-				mark = '>'
-			}
-			for i, c := range cols {
-				texts[i] = Clean(c.value(row))
-			}
-			start := b.Len()
-			writeLine(mark)
-			if lines != nil {
-				lines.put(key, b.Bytes()[start:], len(rows))
-			}
-		}
-	}()
-	_, err := w.Write(b.Bytes())
-	return err
+	t.formatLine()
+	t.add(t.line, clean(t.line), false)
 }
 
-// lineCache keeps the printed lines of query session rows, so that a
-// listing of thousands of sessions formats only those that changed: the
-// table has no column that changes with time (no idle time), so a
-// session's line stays the same until one of its cells does.
-type lineCache struct {
-	mu  sync.Mutex
-	gen uint64 // tables written so far
-	m   map[lineSlot]*cachedLine
+// memoLines is what a table keeps in a session's memo (as a pointer): its
+// line in the query session table, and in the query user table. It is
+// never changed once stored: a new line makes a new memoLines.
+type memoLines [2]*memoLine
+
+type memoLine struct {
+	key     lineKey
+	line    []byte // with a blank mark, and the newline
+	checked bool   // line passed clean: the escaping printer writes it unchanged
 }
 
-// lineKey is everything a query session line depends on: the cells of
-// qwinstaColumns and colServer, the > mark, and the table's shape.
+// lineKey is what a session's line depends on besides the cells that a
+// memo's session keeps for the memo's life (sessions.Memo): the table's
+// shape, the SERVER cell, and query user's idle minutes. The ID, which
+// never changes either, is checked as well: a memo that reached another
+// session by mistake costs a format, not a wrong line.
 type lineKey struct {
-	server, name, user  string
-	id                  int
-	state               sessions.State
-	typ, device         string
-	current, withServer bool
-	width               int
+	server      string
+	id          int
+	idleMinutes int // query user only: IDLE TIME shows minutes
+	withServer  bool
+	width       int
 }
 
-// lineSlot is where a line is kept: the row's identity and the table's
-// shape, a few words to hash. The line is used only if its whole lineKey
-// matches; comparing the cells is cheaper than hashing them (the strings
-// are usually the very same ones, compared by pointer), and a session
-// whose cells changed takes over its own slot.
-type lineSlot struct {
-	server              string
-	id                  int
-	current, withServer bool
-	width               int
-}
-
-func (k lineKey) slot() lineSlot {
-	return lineSlot{k.server, k.id, k.current, k.withServer, k.width}
-}
-
-type cachedLine struct {
-	key  lineKey
-	line []byte
-	gen  uint64 // the newest table that used it
-}
-
-// put keeps a copy of line. When the cache holds more than twice the
-// lines of the table being written (rows) and some room, the lines that
-// the newest table has not used are dropped, so that it stays bounded by
-// the sessions that exist.
-func (c *lineCache) put(key lineKey, line []byte, rows int) {
-	if c.m == nil {
-		c.m = make(map[lineSlot]*cachedLine)
+func (t *table) key(s *sessions.Session, server string) lineKey {
+	k := lineKey{id: s.ID, withServer: t.withServer, width: t.width}
+	if t.withServer {
+		k.server = server
 	}
-	if len(c.m) > 2*rows+1024 {
-		for k, l := range c.m {
-			if l.gen != c.gen {
-				delete(c.m, k)
-			}
+	if t.memoSlot == 1 {
+		k.idleMinutes = int(s.IdleTime / time.Minute)
+	}
+	return k
+}
+
+// row writes the line of session s, the caller's own if current. row is
+// its Row, or nil when the table was given sessions alone.
+func (t *table) row(s *sessions.Session, current bool, row *Row) {
+	if t.err != nil {
+		return // the client is gone: the rest would be written nowhere
+	}
+	server := ""
+	if row != nil {
+		server = row.Server
+	}
+	var key lineKey
+	var kept *memoLines
+	memo := s.Memo
+	if t.memoSlot < 0 {
+		memo = nil
+	}
+	if memo != nil {
+		key = t.key(s, server)
+		kept, _ = memo.Load().(*memoLines)
+		if kept == nil {
+			kept = &memoLines{}
+		}
+		if l := kept[t.memoSlot]; l != nil && l.key == key {
+			t.reusable++
+			t.add(l.line, l.checked, current)
+			return
 		}
 	}
-	c.m[key.slot()] = &cachedLine{key: key, line: bytes.Clone(line), gen: c.gen}
+	if row == nil {
+		if t.scratch == nil {
+			t.scratch = new(Row)
+		}
+		t.scratch.Session = *s
+		row = t.scratch
+	}
+	for i, c := range t.cols {
+		t.texts[i] = Clean(c.value(*row))
+	}
+	t.formatLine()
+	t.formatted++
+	checked := clean(t.line)
+	t.add(t.line, checked, current)
+	if memo != nil {
+		update := *kept
+		update[t.memoSlot] = &memoLine{key: key, line: bytes.Clone(t.line), checked: checked}
+		memo.Store(&update)
+	}
+}
+
+// formatLine formats t.texts (already Clean) into t.line, with a blank
+// mark and a newline.
+func (t *table) formatLine() {
+	cols, gaps, widths := t.cols, t.gaps[:len(t.cols)], t.widths[:len(t.cols)]
+	for i, c := range cols {
+		gaps[i], widths[i] = c.gap, c.width
+	}
+	// A right-aligned value too long for its field takes the spaces
+	// before it (keeping one), then cuts the column before it.
+	for i := 1; i < len(cols); i++ {
+		over := utf8.RuneCountInString(t.texts[i]) - widths[i]
+		if !cols[i].right || over <= 0 {
+			continue
+		}
+		take := min(over, gaps[i]-1)
+		gaps[i] -= take
+		widths[i] += take
+		over -= take
+		widths[i-1] -= over
+		widths[i] += over
+	}
+	line := append(t.line[:0], ' ')
+	for i, c := range cols {
+		line = appendSpaces(line, gaps[i])
+		v := t.texts[i]
+		if widths[i] > 0 {
+			v = fit(v, max(widths[i], 1))
+		} else {
+			v = fit(v, maxColumns)
+		}
+		pad := widths[i] - utf8.RuneCountInString(v)
+		if c.right {
+			line = appendSpaces(line, pad)
+		}
+		line = append(line, v...)
+		if !c.right {
+			line = appendSpaces(line, pad)
+		}
+	}
+	// A row's ID is never blank, so trimming never reaches its mark: the
+	// line is the same with a > there.
+	line = bytes.TrimRight(line, " ")
+	if t.width > 0 && utf8.RuneCount(line) > t.width {
+		// Cut to the terminal: rows never wrap.
+		cut, n := 0, 0
+		for cut < len(line) && n < t.width-1 {
+			_, size := utf8.DecodeRune(line[cut:])
+			cut += size
+			n++
+		}
+		line = append(line[:cut], '~')
+	}
+	t.line = append(line, '\n')
+}
+
+// add puts line (checked: it passed clean) in the chunk, marked as the
+// caller's own session if current, writing the chunk first if it is full.
+func (t *table) add(line []byte, checked, current bool) {
+	if len(t.buf)+len(line) > cap(t.buf) {
+		t.flush()
+	}
+	if current && line[0] == ' ' { // else a terminal of one column cut the mark away
+		t.buf = append(t.buf, '>')
+		line = line[1:]
+	}
+	t.buf = append(t.buf, line...)
+	t.checked = t.checked && checked
+}
+
+// flush writes the chunk. A chunk whose every line passed clean goes past
+// the escaping printer's own scan, which would write it unchanged.
+func (t *table) flush() {
+	if len(t.buf) > 0 && t.err == nil {
+		if t.checked {
+			_, t.err = writeChecked(t.w, t.buf)
+		} else {
+			_, t.err = t.w.Write(t.buf)
+		}
+	}
+	t.buf, t.checked = t.buf[:0], true
+}
+
+func (t *table) finish() error {
+	t.flush()
+	return t.err
 }
 
 const spaces = "                                                                "

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -187,49 +188,152 @@ func TestIdleText(t *testing.T) {
 	}
 }
 
-// The cached lines of query session print exactly what formatting every
-// row afresh prints, as rows change under the same ID, become the
-// caller's own, are cut to a terminal, get a SERVER column, or go; and
-// the cache stays bounded by the sessions that exist.
-func TestCachedQuerySessionLinesMatchFreshOnes(t *testing.T) {
-	var lines lineCache
+// The lines kept in sessions' memos print exactly what formatting every
+// row afresh prints, in both tables, as rows change (with a new memo),
+// become the caller's own, are cut to a terminal, get a SERVER column, go
+// idle, or are listed as sessions alone; and a line is taken from the
+// memo whenever nothing it depends on changed.
+func TestMemoLinesMatchFreshOnes(t *testing.T) {
 	rows := benchRows(50)
 	rows[3].Name = "pts/\x1b[2J"          // a cell that Clean escapes
 	rows[4].User = "名前が長いユーザーの名前です、とても長い" // cut by rune, not byte
-	check := func(step string, rows []Row, withServer bool, width int) {
+	for i := range rows {
+		rows[i].Memo = new(sessions.Memo)
+	}
+	fresh := func(rows []Row) []Row {
+		out := slices.Clone(rows)
+		for i := range out {
+			out[i].Memo = nil
+		}
+		return out
+	}
+	check := func(step, verb string, rows []Row, withServer bool, width int) {
 		t.Helper()
 		var want, got bytes.Buffer
-		if err := WriteTable(&want, VerbQuerySession, rows, withServer, width); err != nil {
+		if err := WriteTable(&want, verb, fresh(rows), withServer, width); err != nil {
 			t.Fatal(err)
 		}
-		for range 2 { // a miss, then a hit
+		for pass := range 2 { // a miss, then a hit
 			got.Reset()
-			if err := writeTable(&got, VerbQuerySession, rows, withServer, width, &lines); err != nil {
+			var tb table
+			tb.start(&got, verb, withServer, width, nil)
+			for i := range rows {
+				tb.row(&rows[i].Session, rows[i].Current, &rows[i])
+			}
+			if err := tb.finish(); err != nil {
 				t.Fatal(err)
 			}
 			if got.String() != want.String() {
-				t.Fatalf("%s: cached table\n%s\nwant\n%s", step, got.String(), want.String())
+				t.Fatalf("%s, %s, pass %d: table from memos\n%s\nwant\n%s", step, verb, pass, got.String(), want.String())
+			}
+			if pass == 1 && tb.reusable != len(rows) {
+				t.Fatalf("%s, %s: %d of %d lines taken from memos on a second listing", step, verb, tb.reusable, len(rows))
 			}
 		}
 	}
-	check("first", rows, false, 0)
-	rows[7].User, rows[8].State, rows[9].Device, rows[10].Type = "mallory", sessions.Disc, "203.0.113.5", "login"
-	check("cells changed under the same IDs", rows, false, 0)
-	rows[11].Current = true
-	check("the caller's own", rows, false, 0)
-	check("cut to a terminal", rows, false, 40)
-	check("with a SERVER column", rows, true, 0)
-	rows[12].Server = "WF13"
-	check("another server", rows, true, 0)
-	for round := range 30 {
-		fresh := benchRows(50)
-		for i := range fresh {
-			fresh[i].ID += 1000 * (round + 1) // all new sessions
+	for _, verb := range []string{VerbQuerySession, VerbQueryUser} {
+		check("first", verb, rows, false, 0)
+		// A source whose session's cells change gives it a new memo.
+		rows[7].User, rows[8].State, rows[9].Device, rows[10].Type = "mallory"+verb, sessions.Disc, "203.0.113.5", "login"+verb
+		rows[13].LogonTime = rows[13].LogonTime.Add(time.Hour)
+		for _, i := range []int{7, 8, 9, 10, 13} {
+			rows[i].Memo = new(sessions.Memo)
 		}
-		check("new sessions", fresh, false, 0)
+		check("cells changed, with a new memo", verb, rows, false, 0)
+		rows[14].IdleTime += 3 * time.Minute
+		check("idle for longer", verb, rows, false, 0)
+		rows[11].Current = true
+		check("the caller's own", verb, rows, false, 0)
+		check("cut to a terminal", verb, rows, false, 40)
+		check("with a SERVER column", verb, rows, true, 0)
+		rows[12].Server = "WF13"
+		check("another server", verb, rows, true, 0)
+		rows[11].Current = false
 	}
-	if len(lines.m) > 2*50+1024+50 {
-		t.Fatalf("the cache holds %d lines for tables of 50 rows", len(lines.m))
+
+	// Sessions alone, as a plain listing prints them: the same bytes as
+	// their rows, with the caller's own marked by ID.
+	list := make([]sessions.Session, len(rows))
+	for i := range rows {
+		list[i] = rows[i].Session
+	}
+	rows[20].Current = true
+	for _, verb := range []string{VerbQuerySession, VerbQueryUser} {
+		var want, got bytes.Buffer
+		if err := WriteTable(&want, verb, fresh(rows), false, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := writeSessions(&got, verb, list, rows[20].ID, 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() {
+			t.Fatalf("%s from sessions:\n%s\nwant\n%s", verb, got.String(), want.String())
+		}
+	}
+}
+
+// Cut to a terminal of any width, the caller's own line and every other
+// line are the whole line (as printed with no terminal) cut to the width,
+// with a ~ where it was cut, and the > mark stays where it fits.
+func TestLinesCutToAnyTerminalWidth(t *testing.T) {
+	rows := goldenRows()
+	for i := range rows {
+		rows[i].Memo = new(sessions.Memo)
+	}
+	for _, verb := range []string{VerbQuerySession, VerbQueryUser} {
+		var whole bytes.Buffer
+		if err := WriteTable(&whole, verb, rows, false, 0); err != nil {
+			t.Fatal(err)
+		}
+		full := strings.Split(strings.TrimSuffix(whole.String(), "\n"), "\n")
+		for width := 1; width <= 100; width++ {
+			var got bytes.Buffer
+			if err := WriteTable(&got, verb, rows, false, width); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSuffix(got.String(), "\n"), "\n")
+			if len(lines) != len(full) {
+				t.Fatalf("%s at width %d: %d lines, want %d", verb, width, len(lines), len(full))
+			}
+			for i, l := range full {
+				want := l
+				if r := []rune(l); len(r) > width {
+					want = string(r[:width-1]) + "~"
+				}
+				if lines[i] != want {
+					t.Fatalf("%s at width %d, line %d: %q, want %q", verb, width, i, lines[i], want)
+				}
+			}
+		}
+	}
+}
+
+// A table of thousands of lines is written in chunks that end at line
+// ends, each through the escaping printer unless every byte of it was
+// checked: lines with a name that Clean escapes, or non-ASCII names,
+// print the same either way.
+func TestTableChunksPrintTheSameThroughTheEscapingPrinter(t *testing.T) {
+	rows := benchRows(3000)
+	rows[1500].User = "名前"
+	rows[2000].Name = "pts/\x1b]0;owned\x07"
+	for i := range rows {
+		rows[i].Memo = new(sessions.Memo)
+	}
+	var want bytes.Buffer
+	if err := WriteTable(&want, VerbQuerySession, rows, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		var got bytes.Buffer
+		if err := WriteTable(EscapeWriter(&got), VerbQuerySession, rows, false, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() {
+			t.Fatal("a table through the escaping printer differs from the table")
+		}
+		if strings.ContainsAny(got.String(), "\x1b\x07") {
+			t.Fatal("a control character reached the client")
+		}
 	}
 }
 
@@ -239,19 +343,21 @@ type stuckWriter struct{ release chan struct{} }
 
 func (w stuckWriter) Write(p []byte) (int, error) { <-w.release; return len(p), nil }
 
-// A listing whose client stopped reading holds the line cache only while
-// it formats: another admin's listing is not held up by it.
+// A listing whose client stopped reading holds nothing that another
+// listing of the same sessions (sharing their memos) waits for.
 func TestStuckClientDoesNotHoldOtherListings(t *testing.T) {
-	var lines lineCache
 	rows := benchRows(100)
+	for i := range rows {
+		rows[i].Memo = new(sessions.Memo)
+	}
 	stuck := stuckWriter{release: make(chan struct{})}
 	defer close(stuck.release)
-	go writeTable(stuck, VerbQuerySession, rows, false, 0, &lines)
+	go WriteTable(stuck, VerbQuerySession, rows, false, 0)
 	time.Sleep(100 * time.Millisecond) // the stuck one is in Write
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		writeTable(io.Discard, VerbQuerySession, rows, false, 0, &lines)
+		WriteTable(io.Discard, VerbQuerySession, rows, false, 0)
 	}()
 	select {
 	case <-done:

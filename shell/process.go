@@ -15,7 +15,7 @@ import (
 // ending), as the sources that have processes report them. A session of
 // tsadmin itself runs no program and lists none.
 func (e *Env) queryProcess(ctx context.Context, c Caller, cmd Command, stdout, stderr io.Writer) error {
-	rows, errs := e.rows(ctx, c)
+	rows, errs := e.rows(ctx, c, false) // process JSON has no can_logoff
 	list := make([]sessions.Session, len(rows))
 	for i, r := range rows {
 		list[i] = r.Session

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -42,8 +43,16 @@ type Env struct {
 	IdleAfter func() time.Duration
 	Peers     Relayer // federation; nil when no servers are configured
 
-	// lines keeps the formatted rows of query session between listings.
-	lines lineCache
+	// listings holds buffers of earlier listings (*listingBuffers), so
+	// that listing thousands of sessions for every query allocates none.
+	listings sync.Pool
+}
+
+// listingBuffers are the buffers of one listing: the sessions and the
+// chunk of the table being written.
+type listingBuffers struct {
+	list  []sessions.Session
+	chunk []byte
 }
 
 // Relayer runs a command on another server (federation).
@@ -240,10 +249,14 @@ func oneLine(s string) string {
 	return Clean(strings.ReplaceAll(s, "\n", " "))
 }
 
-// rows lists the local sessions as the caller sees them.
-func (e *Env) rows(ctx context.Context, c Caller) ([]Row, []error) {
+// rows lists the local sessions as the caller sees them. CanLogoff, which
+// only JSON prints, is decided when allow is set.
+func (e *Env) rows(ctx context.Context, c Caller, allow bool) ([]Row, []error) {
 	list, errs := e.Registry.List(ctx)
-	policy := e.Policy()
+	var policy *keys.Policy
+	if allow {
+		policy = e.Policy()
+	}
 	idleAfter := time.Duration(-1)
 	if e.IdleAfter != nil {
 		idleAfter = e.IdleAfter()
@@ -257,7 +270,9 @@ func (e *Env) rows(ctx context.Context, c Caller) ([]Row, []error) {
 		r.Session = list[i]
 		r.Server = e.Server
 		r.Current = c.Session != 0 && r.ID == c.Session
-		r.CanLogoff = policy.Allow(c.Identity, r.Session).Allowed
+		if allow {
+			r.CanLogoff = policy.Allow(c.Identity, r.Session).Allowed
+		}
 		r.Idle = idleAfter >= 0 && r.IdleTime >= idleAfter
 	}
 	return rows, errs
@@ -280,11 +295,34 @@ func filterRows(rows []Row, target string) []Row {
 }
 
 func (e *Env) query(ctx context.Context, c Caller, cmd Command, stdout, stderr io.Writer) error {
-	rows, errs := e.rows(ctx, c)
+	if cmd.Target == "" && cmd.Format != FormatJSON {
+		return e.queryTable(ctx, c, cmd, stdout, stderr)
+	}
+	rows, errs := e.rows(ctx, c, cmd.Format == FormatJSON)
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", verbName(cmd), oneLine(err.Error()))
 	}
 	return e.print(cmd, c, filterRows(rows, cmd.Target), false, stdout)
+}
+
+// queryTable is a query of every local session as a table, the common
+// case and the one that grows with the server: the sessions go from the
+// listing to the table with no Row made for each, in buffers kept from
+// earlier listings.
+func (e *Env) queryTable(ctx context.Context, c Caller, cmd Command, stdout, stderr io.Writer) error {
+	bufs, _ := e.listings.Get().(*listingBuffers)
+	if bufs == nil {
+		bufs = new(listingBuffers)
+	}
+	defer e.listings.Put(bufs)
+	var errs []error
+	bufs.list, errs = e.Registry.ListInto(ctx, bufs.list)
+	for _, err := range errs {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", verbName(cmd), oneLine(err.Error()))
+	}
+	var err error
+	bufs.chunk, err = writeSessions(stdout, cmd.Verb, bufs.list, c.Session, c.Width, bufs.chunk)
+	return err
 }
 
 func (e *Env) print(cmd Command, c Caller, rows []Row, withServer bool, stdout io.Writer) error {
@@ -298,12 +336,12 @@ func (e *Env) print(cmd Command, c Caller, rows []Row, withServer bool, stdout i
 	if cmd.Format == FormatJSON {
 		return WriteJSON(stdout, rows)
 	}
-	return writeTable(stdout, cmd.Verb, rows, withServer, c.Width, &e.lines)
+	return WriteTable(stdout, cmd.Verb, rows, withServer, c.Width)
 }
 
 // queryAll is query /server:*: this server and every peer, in one table.
 func (e *Env) queryAll(ctx context.Context, c Caller, cmd Command, stdout, stderr io.Writer) Outcome {
-	local, errs := e.rows(ctx, c)
+	local, errs := e.rows(ctx, c, cmd.Format == FormatJSON)
 	remote, peerErrs := e.Peers.QueryAll(ctx, c, cmd)
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", verbName(cmd), oneLine(err.Error()))
