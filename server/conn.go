@@ -56,20 +56,26 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// handleConn serves one TCP connection to its end.
+// handleConn runs the handshake of one TCP connection, then hands it to
+// a fresh goroutine. Authentication (the user's signature check) grows
+// this goroutine's stack to several times what serving an idle
+// connection needs; a goroutine's stack only shrinks at a garbage
+// collection, one halving at a time, so the connection is served from a
+// new, small one, and this stack goes back to the runtime for the next
+// handshake.
 func (s *Server) handleConn(conn net.Conn) {
 	c := s.accept(conn)
 	if c == nil {
 		return
 	}
-	defer s.connsDone.Done()
-	defer c.tracked.Close()
+	served := false
 	defer func() {
-		// Recovered here, a bug ends this connection, not the server.
-		if r := recover(); r != nil {
-			s.log.Error("panic recovered", "in", "connection", "panic", fmt.Sprint(r))
+		if !served {
+			c.tracked.Close()
+			s.connsDone.Done()
 		}
 	}()
+	defer s.recoverConn()
 	sc, chans, reqs, err := gossh.NewServerConn(&c.tracked, s.serverConfig(c))
 	if err != nil {
 		// The error can quote what the client sent (its algorithm lists
@@ -77,7 +83,21 @@ func (s *Server) handleConn(conn net.Conn) {
 		s.log.Debug("connection failed", "addr", c.remote.String(), "err", audit.Clip(err.Error(), 200))
 		return
 	}
-	c.serve(sc, chans, reqs)
+	served = true
+	go func() {
+		defer s.connsDone.Done()
+		defer c.tracked.Close()
+		defer s.recoverConn()
+		c.serve(sc, chans, reqs)
+	}()
+}
+
+// recoverConn is deferred by a connection's goroutines: a bug ends that
+// connection (its deferred close runs), not the server.
+func (s *Server) recoverConn() {
+	if r := recover(); r != nil {
+		s.log.Error("panic recovered", "in", "connection", "panic", fmt.Sprint(r))
+	}
 }
 
 // serve is the connection's one goroutine from authentication on. A later
