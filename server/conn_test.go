@@ -63,6 +63,21 @@ func settledGoroutines() int {
 	return last
 }
 
+// waitGoroutines waits, a bounded time, until at most n goroutines run:
+// the server's side of closed connections has ended. A test closes its
+// clients and waits before the server's Shutdown (its cleanup) notifies
+// live sessions: x/crypto's channel does not synchronise a write with
+// CloseWrite, and a notice racing a session's own end is reported by the
+// race detector.
+func waitGoroutines(n int) {
+	for range 100 {
+		if runtime.NumGoroutine() <= n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // An idle interactive session costs the server five goroutines: x/crypto's
 // three per connection (mux loop, read loop, key exchange loop), the one
 // that serves the connection's requests, its channels and its first
@@ -75,8 +90,8 @@ func TestIdleSessionsCostFiveGoroutines(t *testing.T) {
 	addr, alice := startWithKey(t, nil, priv)
 	// The keepalive loop starts with the first session: start it now, so
 	// that it is not counted as the sessions' own.
+	idle := settledGoroutines()
 	warm := dial(t, addr, alice)
-	defer warm.Close()
 	if _, err := openShell(warm); err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +114,14 @@ func TestIdleSessionsCostFiveGoroutines(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Wait()
-	defer stdin.Close() // the helper lets its sessions go when its input closes
+	release := func() {
+		stdin.Close() // the helper lets its sessions go when its input closes
+		cmd.Wait()
+		warm.Close()
+		// What stays is the keepalive loop.
+		waitGoroutines(idle + 1)
+	}
+	defer release()
 	if err := waitFor(stdout, "HELD"); err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +189,12 @@ func TestHoldSessionsHelper(t *testing.T) {
 // every channel type but session are refused.
 func TestSecondSessionAndRefusals(t *testing.T) {
 	addr, alice := startInProcess(t, nil)
+	idle := settledGoroutines()
 	c := dial(t, addr, alice)
-	defer c.Close()
+	defer func() {
+		c.Close()
+		waitGoroutines(idle + 1) // and the keepalive loop
+	}()
 	if _, err := openShell(c); err != nil {
 		t.Fatal(err)
 	}
