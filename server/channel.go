@@ -183,7 +183,9 @@ func (c *channel) ptyReq(payload []byte) bool {
 	if c.started || c.pty != nil || len(p.Term) > 64 {
 		return false
 	}
-	c.pty = &p
+	// Not the terminal modes (hundreds of bytes from OpenSSH): tsadmin
+	// uses none, and an interactive session would hold them to its end.
+	c.pty = &ptyRequest{Term: p.Term, Columns: p.Columns, Rows: p.Rows}
 	return true
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,10 +28,10 @@ type connState struct {
 	pending  bool        // still in handshake/auth: counts against max_startups
 	sshConn  *gossh.ServerConn
 	v        *verified
-	sessions int                         // session channels open now
-	live     map[*shell.Session]struct{} // running admin sessions; made by the first
-	probing  bool                        // a keepalive is out and unanswered
-	missed   int                         // keepalive intervals in a row without an answer
+	sessions int              // session channels open now
+	live     []*shell.Session // running admin sessions: a handful (max_sessions_per_connection)
+	probing  bool             // a keepalive is out and unanswered
+	missed   int              // keepalive intervals in a row without an answer
 
 	// refusals sums up the connection's refused authentication
 	// attempts; they are audited as one record when it closes.
@@ -336,16 +337,17 @@ func (c *connState) identity() *verified {
 
 func (c *connState) addLive(s *shell.Session) {
 	c.mu.Lock()
-	if c.live == nil {
-		c.live = make(map[*shell.Session]struct{}, 1)
-	}
-	c.live[s] = struct{}{}
+	c.live = append(c.live, s)
 	c.mu.Unlock()
 }
 
 func (c *connState) removeLive(s *shell.Session) {
 	c.mu.Lock()
-	delete(c.live, s)
+	if i := slices.Index(c.live, s); i >= 0 {
+		// Cleared, not only cut: the backing array must not keep the
+		// ended session.
+		c.live = slices.Delete(c.live, i, i+1)
+	}
 	c.mu.Unlock()
 }
 
@@ -355,10 +357,7 @@ func (c *connState) removeLive(s *shell.Session) {
 // logoff, a reload or a shutdown.
 func (c *connState) kick(msg string) {
 	c.mu.Lock()
-	live := make([]*shell.Session, 0, len(c.live))
-	for s := range c.live {
-		live = append(live, s)
-	}
+	live := slices.Clone(c.live)
 	c.mu.Unlock()
 	concurrently(live, func(s *shell.Session) { s.Notify(msg) })
 	c.hangup()
