@@ -52,11 +52,10 @@ type ptyRequest struct {
 	Modes         string
 }
 
-// openSession decides a new session channel. It replaces gliderlabs'
-// DefaultSessionHandler so that every request type is decided here:
-// pty-req, env, window-change, exec and shell are handled; subsystem
-// (sftp), x11-req, auth-agent-req and anything else are refused. It
-// returns the accepted channel and its requests, or nil.
+// openSession decides a new session channel: it returns the accepted
+// channel and its requests, or nil. Every request type is decided in
+// handle: pty-req, env, window-change, exec and shell are handled;
+// subsystem (sftp), x11-req, auth-agent-req and anything else are refused.
 func (s *Server) openSession(cs *connState, conn *gossh.ServerConn, newChan gossh.NewChannel) (*channel, <-chan *gossh.Request) {
 	v := cs.identity()
 	if v == nil {

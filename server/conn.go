@@ -44,7 +44,7 @@ func (s *Server) Serve(l net.Listener) error {
 			// Out of file descriptors and the like: wait and go on,
 			// backing off to a second, as net/http and gliderlabs do.
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck // what Accept's transient errors say
+			if errors.As(err, &ne) && ne.Temporary() {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue

@@ -1,9 +1,9 @@
 // Package server is tsadmin's SSH transport, and only that: it accepts
-// connections and serves them on golang.org/x/crypto/ssh, turns a verified key into an
-// identity with its grants (keys/), enforces the connection limits,
-// refuses everything but session channels with exec or shell, and hands
-// an admin's session to shell/ and a peer's relayed command to
-// federation/. Each concern has its own file: conn.go (the accept loop
+// connections and serves them on golang.org/x/crypto/ssh, turns a
+// verified key into an identity with its grants (keys/), enforces the
+// connection limits, refuses everything but session channels with exec or
+// shell, and hands an admin's session to shell/ and a peer's relayed
+// command to federation/. Each concern has its own file: conn.go (the accept loop
 // and the connection's goroutine), auth.go (who is this?), limits.go
 // (connection caps and the login grace), channel.go (the session channel
 // and its requests).
