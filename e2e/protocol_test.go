@@ -100,8 +100,9 @@ func TestOfferedKeyDoesNotBecomeTheIdentity(t *testing.T) {
 	alice.Close()
 }
 
-// With no key at all ("none" authentication) nobody gets in: gliderlabs
-// would switch on NoClientAuth if no auth handler were set.
+// With no key at all ("none" authentication) nobody gets in: x/crypto
+// lets such a client in when NoClientAuth is set (gliderlabs, which
+// server/ used before, set it whenever no auth handler was).
 func TestNoneAuthenticationIsRefused(t *testing.T) {
 	f := newFleet(t, "")
 	if c, err := f.dial(t, "admin"); err == nil {

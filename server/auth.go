@@ -2,24 +2,24 @@ package server
 
 import (
 	"errors"
-	"net"
 	"time"
 
-	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/tsadmin-dev/tsadmin/audit"
 	"github.com/tsadmin-dev/tsadmin/keys"
 )
 
-// permissionsKey is where the identity travels in the Permissions of a
-// connection. Only VerifiedPublicKeyCallback writes it.
-type permissionsKey struct{}
-
+// verified is the identity a connection authenticated as, and the key
+// that signed for it. Only VerifiedPublicKeyCallback makes one, and it
+// lives in the connection's connState.
 type verified struct {
 	id  keys.Identity
 	key gossh.PublicKey
 }
+
+// errDenied is what a refused offer says, as gliderlabs said it: the
+// refusals audit record quotes it.
+var errDenied = errors.New("permission denied")
 
 // offer answers "would this key be accepted?" for every key a client
 // offers. It decides nothing lasting: an offered key may never sign. A
@@ -27,71 +27,68 @@ type verified struct {
 // bounded record when the connection authenticates or ends (limits.go),
 // never one record per attempt: a client chooses how many attempts and
 // how long a name.
-func (s *Server) offer(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
-	_, err := s.policy.Load().Authenticate(ctx.RemoteAddr(), key, time.Now())
+func (c *connState) offer(meta gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+	_, err := c.srv.policy.Load().Authenticate(meta.RemoteAddr(), key, time.Now())
 	if err != nil {
-		refusalsOf(ctx).Key(gossh.FingerprintSHA256(key), err.Error())
+		c.refusals.Key(gossh.FingerprintSHA256(key), err.Error())
+		return nil, errDenied
 	}
-	return err == nil
+	return nil, nil
 }
 
-// refusalsOf returns the refusals of ctx's connection. Every connection
-// has a connState (accept sets it before the handshake starts); the
-// fallback only keeps a broken invariant from becoming a nil dereference.
-func refusalsOf(ctx gliderssh.Context) *audit.Refusals {
-	if c, ok := ctx.Value(connKey{}).(*connState); ok {
-		return &c.refusals
+// verify is called only once the key has signed: it binds the identity to
+// this key, in the connection's connState, never in anything an offer
+// touched.
+func (c *connState) verify(meta gossh.ConnMetadata, key gossh.PublicKey, _ *gossh.Permissions, _ string) (*gossh.Permissions, error) {
+	s := c.srv
+	id, err := s.policy.Load().Authenticate(meta.RemoteAddr(), key, time.Now())
+	if err != nil {
+		c.refusals.Key(gossh.FingerprintSHA256(key), err.Error())
+		return nil, err
 	}
-	return new(audit.Refusals)
+	// The attempts refused before this one are recorded now, not when
+	// the admin's connection ends, hours later.
+	s.audit.Refused(meta.RemoteAddr().String(), &c.refusals)
+	s.audit.Accepted(meta.RemoteAddr().String(), meta.User(), "publickey", id.Fingerprint, id.Name, id.Method)
+	// Known to the connection from now on, so that a reload re-checks it
+	// even before it opens a session.
+	c.setIdentity(&verified{id: *id, key: key})
+	return nil, nil
 }
 
-// serverConfig returns a fresh x/crypto config for each connection.
-func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
-	cfg := s.cfg.Load()
+// authLog counts the refused attempts of the connection.
+func (c *connState) authLog(meta gossh.ConnMetadata, method string, err error) {
+	// The first "none" probe is how every client starts, not an attempt
+	// worth counting.
+	if err != nil && method != "none" {
+		c.refusals.Attempt(meta.User(), method, err.Error())
+	}
+}
+
+// serverConfig returns a fresh x/crypto config for each connection: its
+// callbacks are the connection's own.
+func (s *Server) serverConfig(c *connState) *gossh.ServerConfig {
 	sc := &gossh.ServerConfig{
 		Config: gossh.Config{
 			KeyExchanges: keys.KeyExchanges,
 			Ciphers:      keys.Ciphers,
 			MACs:         keys.MACs,
 		},
-		PublicKeyAuthAlgorithms: keys.UserSignatureAlgorithms,
-		MaxAuthTries:            cfg.Limits.MaxAuthTries,
-		ServerVersion:           "SSH-2.0-tsadmin",
-		// Called only once the key has signed: bind the identity to this
-		// key, in a Permissions object of its own, never the one shared
-		// with offers.
-		VerifiedPublicKeyCallback: func(meta gossh.ConnMetadata, key gossh.PublicKey, _ *gossh.Permissions, _ string) (*gossh.Permissions, error) {
-			id, err := s.policy.Load().Authenticate(meta.RemoteAddr(), key, time.Now())
-			if err != nil {
-				refusalsOf(ctx).Key(gossh.FingerprintSHA256(key), err.Error())
-				return nil, err
-			}
-			// The attempts refused before this one are recorded now,
-			// not when the admin's connection ends, hours later.
-			s.audit.Refused(meta.RemoteAddr().String(), refusalsOf(ctx))
-			s.audit.Accepted(meta.RemoteAddr().String(), meta.User(), "publickey", id.Fingerprint, id.Name, id.Method)
-			v := &verified{id: *id, key: key}
-			// Known to the connection from now on, so that a reload
-			// re-checks it even before it opens a session.
-			if c, ok := ctx.Value(connKey{}).(*connState); ok {
-				c.setIdentity(v)
-			}
-			return &gossh.Permissions{ExtraData: map[any]any{permissionsKey{}: v}}, nil
-		},
-		AuthLogCallback: func(meta gossh.ConnMetadata, method string, err error) {
-			// The first "none" probe is how every client starts, not an
-			// attempt worth counting.
-			if err != nil && method != "none" {
-				refusalsOf(ctx).Attempt(meta.User(), method, err.Error())
-			}
-		},
+		PublicKeyAuthAlgorithms:   keys.UserSignatureAlgorithms,
+		MaxAuthTries:              s.cfg.Load().Limits.MaxAuthTries,
+		ServerVersion:             "SSH-2.0-tsadmin",
+		PublicKeyCallback:         c.offer,
+		VerifiedPublicKeyCallback: c.verify,
+		AuthLogCallback:           c.authLog,
 	}
-	// gliderlabs adds the plain host key (HostSigners) after this.
+	// The certificate first, then the plain key, in the order gliderlabs
+	// added them.
 	if s.hostCert != nil {
-		if c := s.hostCert(); c != nil {
-			sc.AddHostKey(c)
+		if hc := s.hostCert(); hc != nil {
+			sc.AddHostKey(hc)
 		}
 	}
+	sc.AddHostKey(s.hostKey)
 	return sc
 }
 
@@ -99,8 +96,8 @@ func (s *Server) serverConfig(ctx gliderssh.Context) *gossh.ServerConfig {
 // key as the same identity with the same grants. An identity is decided at
 // authentication, but a reload or an expiry-time may end it while the
 // connection lives: every new session channel is checked again.
-func (s *Server) stillValid(remote net.Addr, v *verified) error {
-	id, err := s.policy.Load().Authenticate(remote, v.key, time.Now())
+func (s *Server) stillValid(c *connState, v *verified) error {
+	id, err := s.policy.Load().Authenticate(c.remote, v.key, time.Now())
 	if err != nil {
 		return err
 	}
@@ -108,13 +105,4 @@ func (s *Server) stillValid(remote net.Addr, v *verified) error {
 		return errors.New("the key now belongs to another identity or grants something else (configuration reload); log in again")
 	}
 	return nil
-}
-
-// identityOf returns the identity bound to a connection at authentication.
-func identityOf(conn *gossh.ServerConn) *verified {
-	if conn == nil || conn.Permissions == nil {
-		return nil
-	}
-	v, _ := conn.Permissions.ExtraData[permissionsKey{}].(*verified)
-	return v
 }

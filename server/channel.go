@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"sync"
 
-	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/tsadmin-dev/tsadmin/shell"
@@ -38,6 +37,12 @@ type channel struct {
 	session *shell.Session // the admin's session, once started
 
 	exitOnce sync.Once
+
+	// ctx ends what the session runs when the channel ends; ended is
+	// touched only by the goroutine that serves the channel's requests.
+	ctx    context.Context
+	cancel context.CancelFunc
+	ended  bool
 }
 
 type ptyRequest struct {
@@ -47,23 +52,22 @@ type ptyRequest struct {
 	Modes         string
 }
 
-// handleSession is the "session" channel handler. It replaces gliderlabs'
-// DefaultSessionHandler so that every request type is decided here:
-// pty-req, env, window-change, exec and shell are handled; subsystem
-// (sftp), x11-req, auth-agent-req and anything else are refused.
-func (s *Server) handleSession(_ *gliderssh.Server, conn *gossh.ServerConn, newChan gossh.NewChannel, ctx gliderssh.Context) {
-	cs, _ := ctx.Value(connKey{}).(*connState)
-	v := identityOf(conn)
-	if cs == nil || v == nil {
+// openSession decides a new session channel: it returns the accepted
+// channel and its requests, or nil. Every request type is decided in
+// handle: pty-req, env, window-change, exec and shell are handled;
+// subsystem (sftp), x11-req, auth-agent-req and anything else are refused.
+func (s *Server) openSession(cs *connState, conn *gossh.ServerConn, newChan gossh.NewChannel) (*channel, <-chan *gossh.Request) {
+	v := cs.identity()
+	if v == nil {
 		newChan.Reject(gossh.Prohibited, "not authenticated")
-		return
+		return nil, nil
 	}
-	if err := s.stillValid(cs.remote, v); err != nil {
+	if err := s.stillValid(cs, v); err != nil {
 		s.audit.Event("session.refused", slog.String("admin", v.id.Name+v.id.Peer),
 			slog.String("fingerprint", v.id.Fingerprint), slog.String("reason", err.Error()))
 		newChan.Reject(gossh.Prohibited, err.Error())
 		go cs.hangup()
-		return
+		return nil, nil
 	}
 	cfg := s.cfg.Load()
 	limit := cfg.Limits.MaxSessionsPerConnection
@@ -76,73 +80,93 @@ func (s *Server) handleSession(_ *gliderssh.Server, conn *gossh.ServerConn, newC
 	if cs.sessions >= limit {
 		cs.mu.Unlock()
 		newChan.Reject(gossh.ResourceShortage, fmt.Sprintf("at most %d sessions per connection", limit))
-		return
+		return nil, nil
 	}
 	cs.sessions++
 	cs.mu.Unlock()
-	defer func() {
-		cs.mu.Lock()
-		cs.sessions--
-		cs.mu.Unlock()
-	}()
-	cs.established(conn, v)
+	cs.established(conn)
 
 	ch, reqs, err := newChan.Accept()
 	if err != nil {
-		return
+		cs.endSession()
+		return nil, nil
 	}
 	c := &channel{Channel: ch, srv: s, conn: cs, v: v}
-	runCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.guard("session requests", func() { c.handleRequests(runCtx, reqs) }, func() { ch.Close() })
-	// The client closed the channel, or the connection went: stop what
-	// the session was running.
-	cancel()
-	ch.Close()
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, reqs
 }
 
-func (c *channel) handleRequests(ctx context.Context, reqs <-chan *gossh.Request) {
+// serve answers the requests of a session channel that the connection's
+// goroutine does not serve (a second one, opened while the first is open).
+func (c *channel) serve(reqs <-chan *gossh.Request) {
+	defer c.end()
 	for req := range reqs {
-		ok := false
-		switch req.Type {
-		case "pty-req":
-			ok = c.ptyReq(req.Payload)
-		case "window-change":
-			ok = c.windowChange(req.Payload)
-		case "env":
-			c.mu.Lock()
-			c.env++
-			tooMany := c.env > maxEnvRequests
-			c.mu.Unlock()
-			if tooMany {
-				req.Reply(false, nil)
-				c.Close()
-				continue
-			}
-			// Refused: nothing in the environment changes tsadmin.
-		case "exec", "shell":
-			// Reply before the command runs: a quick command would
-			// otherwise close the channel before the client heard that
-			// its exec was accepted, and the client would see EOF.
-			var run func()
-			run, ok = c.start(ctx, req)
-			if req.WantReply {
-				req.Reply(ok, nil)
-			}
-			if run != nil {
-				run()
-			}
-			continue
-		case "subsystem":
-			c.srv.audit.Event("refused", slog.String("admin", c.v.id.Name), slog.String("what", "subsystem"))
-		default:
-			// x11-req, auth-agent-req@openssh.com, signal, break, and
-			// anything unknown.
-		}
-		if req.WantReply {
-			req.Reply(ok, nil)
-		}
+		c.handle(req)
 	}
+}
+
+// end is called once the client closed the channel or the connection
+// went: what the session was running stops, and the channel no longer
+// counts against the connection's sessions. Only the goroutine that
+// serves the channel's requests calls it.
+func (c *channel) end() {
+	if c.ended {
+		return
+	}
+	c.ended = true
+	c.cancel()
+	c.Close()
+	c.conn.endSession()
+}
+
+// handle answers one request of the session channel. A panic ends this
+// session only; the channel's later requests are refused.
+func (c *channel) handle(req *gossh.Request) {
+	if c.ended {
+		req.Reply(false, nil)
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.log.Error("panic recovered", "in", "session requests", "panic", fmt.Sprint(r))
+			c.end()
+		}
+	}()
+	ok := false
+	switch req.Type {
+	case "pty-req":
+		ok = c.ptyReq(req.Payload)
+	case "window-change":
+		ok = c.windowChange(req.Payload)
+	case "env":
+		c.mu.Lock()
+		c.env++
+		tooMany := c.env > maxEnvRequests
+		c.mu.Unlock()
+		if tooMany {
+			req.Reply(false, nil)
+			c.Close()
+			return
+		}
+		// Refused: nothing in the environment changes tsadmin.
+	case "exec", "shell":
+		// Reply before the command runs: a quick command would
+		// otherwise close the channel before the client heard that its
+		// exec was accepted, and the client would see EOF.
+		var run func()
+		run, ok = c.start(c.ctx, req)
+		req.Reply(ok, nil)
+		if run != nil {
+			run()
+		}
+		return
+	case "subsystem":
+		c.srv.audit.Event("refused", slog.String("admin", c.v.id.Name), slog.String("what", "subsystem"))
+	default:
+		// x11-req, auth-agent-req@openssh.com, signal, break, and
+		// anything unknown.
+	}
+	req.Reply(ok, nil)
 }
 
 func (c *channel) ptyReq(payload []byte) bool {
@@ -158,7 +182,9 @@ func (c *channel) ptyReq(payload []byte) bool {
 	if c.started || c.pty != nil || len(p.Term) > 64 {
 		return false
 	}
-	c.pty = &p
+	// Not the terminal modes (hundreds of bytes from OpenSSH): tsadmin
+	// uses none, and an interactive session would hold them to its end.
+	c.pty = &ptyRequest{Term: p.Term, Columns: p.Columns, Rows: p.Rows}
 	return true
 }
 

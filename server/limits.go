@@ -2,10 +2,10 @@ package server
 
 import (
 	"net"
+	"slices"
 	"sync"
 	"time"
 
-	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/tsadmin-dev/tsadmin/audit"
@@ -19,28 +19,26 @@ type connState struct {
 	remote  net.Addr
 	source  string // remote IP
 	started time.Time
-	grace   *time.Timer
+	// tracked is netConn as x/crypto sees it: its Close is how the
+	// server learns that the connection ended.
+	tracked trackedConn
 
 	mu       sync.Mutex
-	pending  bool // still in handshake/auth: counts against max_startups
+	grace    *time.Timer // the login grace; nil once stopped
+	pending  bool        // still in handshake/auth: counts against max_startups
 	sshConn  *gossh.ServerConn
 	v        *verified
-	key      gossh.PublicKey
-	sessions int                         // session channels open now
-	live     map[*shell.Session]struct{} // running admin sessions
-	done     chan struct{}               // closed when the connection closes
-	probing  bool                        // a keepalive is out and unanswered
-	missed   int                         // keepalive intervals in a row without an answer
+	sessions int              // session channels open now
+	live     []*shell.Session // running admin sessions: a handful (max_sessions_per_connection)
+	probing  bool             // a keepalive is out and unanswered
+	missed   int              // keepalive intervals in a row without an answer
 
 	// refusals sums up the connection's refused authentication
 	// attempts; they are audited as one record when it closes.
 	refusals audit.Refusals
 }
 
-type connKey struct{}
-
-// accept is gliderlabs' ConnCallback: every TCP connection comes here
-// first. It enforces the caps on connections still in handshake or
+// accept is where every TCP connection comes first. It enforces the caps on connections still in handshake or
 // authentication, and starts the login grace timer.
 //
 // At a cap, a pending connection is dropped to make room, rather than the
@@ -51,7 +49,8 @@ type connKey struct{}
 // from one address or from many then cycles through its own slots, and a
 // lone admin from another address, however slow their handshake, is not
 // pushed out by it (the oldest connection overall would be theirs).
-func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
+// It returns nil, having closed conn, when the server is shutting down.
+func (s *Server) accept(conn net.Conn) *connState {
 	cfg := s.cfg.Load()
 	host, _, err := net.SplitHostPort(conn.RemoteAddr().String())
 	if err != nil {
@@ -59,9 +58,9 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 	}
 	c := &connState{
 		srv: s, netConn: conn, remote: conn.RemoteAddr(), source: host,
-		started: time.Now(), pending: true, live: make(map[*shell.Session]struct{}),
-		done: make(chan struct{}),
+		started: time.Now(), pending: true,
 	}
+	c.tracked = trackedConn{Conn: conn, state: c}
 	var victim *connState
 	s.mu.Lock()
 	if s.closing {
@@ -78,6 +77,7 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 	s.startups++
 	s.perSource[host]++
 	s.conns[c] = struct{}{}
+	s.connsDone.Add(1) // under s.mu with closing false: before Shutdown's Wait
 	report := s.drops.count(victim != nil, time.Now())
 	s.mu.Unlock()
 	if victim != nil {
@@ -89,7 +89,7 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 		s.log.Warn("too many connections in handshake; dropped the oldest pending connections of the busiest sources",
 			"dropped", report.n, "since", report.since.Format(time.RFC3339), "last_addr", victim.remote.String())
 	}
-	c.grace = time.AfterFunc(cfg.Limits.LoginGrace.Duration, func() {
+	grace := time.AfterFunc(cfg.Limits.LoginGrace.Duration, func() {
 		conn.Close()
 		s.mu.Lock()
 		report := s.graceCloses.count(true, time.Now())
@@ -99,8 +99,10 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 				"closed", report.n, "since", report.since.Format(time.RFC3339), "last_addr", c.remote.String())
 		}
 	})
-	ctx.SetValue(connKey{}, c)
-	return &trackedConn{Conn: conn, state: c}
+	c.mu.Lock()
+	c.grace = grace
+	c.mu.Unlock()
+	return c
 }
 
 // busiestSourceLocked returns the source holding the most pending slots.
@@ -184,13 +186,13 @@ func (d *batchedLine) count(happened bool, now time.Time) *batchReport {
 // established is called when the first session channel opens: the
 // connection is authenticated and in use, so the login grace stops and it
 // no longer counts against the startup caps.
-func (c *connState) established(conn *gossh.ServerConn, v *verified) {
+func (c *connState) established(conn *gossh.ServerConn) {
 	c.mu.Lock()
 	wasPending := c.pending
 	c.pending = false
-	c.sshConn, c.v, c.key = conn, v, v.key
+	c.sshConn = conn
+	c.stopGraceLocked()
 	c.mu.Unlock()
-	c.grace.Stop()
 	if wasPending {
 		c.srv.releaseStartup(c)
 		c.srv.keepaliveOnce.Do(func() { go c.srv.keepalives() })
@@ -291,9 +293,8 @@ func (c *connState) closedConn() {
 	c.mu.Lock()
 	wasPending := c.pending
 	c.pending = false
+	c.stopGraceLocked()
 	c.mu.Unlock()
-	close(c.done)
-	c.grace.Stop()
 	if wasPending {
 		c.srv.releaseStartup(c)
 	}
@@ -303,9 +304,28 @@ func (c *connState) closedConn() {
 	c.srv.audit.Refused(c.remote.String(), &c.refusals)
 }
 
+// stopGraceLocked stops the login grace and lets its timer go: a held
+// connection keeps no timer.
+func (c *connState) stopGraceLocked() {
+	if c.grace != nil {
+		c.grace.Stop()
+		c.grace = nil
+	}
+}
+
+// endSession is called when a session channel that counted against the
+// connection's sessions ends.
+func (c *connState) endSession() {
+	c.mu.Lock()
+	c.sessions--
+	c.mu.Unlock()
+}
+
+// setIdentity binds the identity that VerifiedPublicKeyCallback decided.
+// It is the only writer of c.v: nothing an offer says lasts.
 func (c *connState) setIdentity(v *verified) {
 	c.mu.Lock()
-	c.v, c.key = v, v.key
+	c.v = v
 	c.mu.Unlock()
 }
 
@@ -317,13 +337,17 @@ func (c *connState) identity() *verified {
 
 func (c *connState) addLive(s *shell.Session) {
 	c.mu.Lock()
-	c.live[s] = struct{}{}
+	c.live = append(c.live, s)
 	c.mu.Unlock()
 }
 
 func (c *connState) removeLive(s *shell.Session) {
 	c.mu.Lock()
-	delete(c.live, s)
+	if i := slices.Index(c.live, s); i >= 0 {
+		// Cleared, not only cut: the backing array must not keep the
+		// ended session.
+		c.live = slices.Delete(c.live, i, i+1)
+	}
 	c.mu.Unlock()
 }
 
@@ -333,10 +357,7 @@ func (c *connState) removeLive(s *shell.Session) {
 // logoff, a reload or a shutdown.
 func (c *connState) kick(msg string) {
 	c.mu.Lock()
-	live := make([]*shell.Session, 0, len(c.live))
-	for s := range c.live {
-		live = append(live, s)
-	}
+	live := slices.Clone(c.live)
 	c.mu.Unlock()
 	concurrently(live, func(s *shell.Session) { s.Notify(msg) })
 	c.hangup()

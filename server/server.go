@@ -1,16 +1,16 @@
 // Package server is tsadmin's SSH transport, and only that: it accepts
-// connections with github.com/gliderlabs/ssh, turns a verified key into an
-// identity with its grants (keys/), enforces the connection limits,
-// refuses everything but session channels with exec or shell, and hands
-// an admin's session to shell/ and a peer's relayed command to
-// federation/. Each concern has its own file: auth.go (who is this?),
-// limits.go (connection caps and the login grace), channel.go (the session
-// channel and its requests).
+// connections and serves them on golang.org/x/crypto/ssh, turns a
+// verified key into an identity with its grants (keys/), enforces the
+// connection limits, refuses everything but session channels with exec or
+// shell, and hands an admin's session to shell/ and a peer's relayed
+// command to federation/. Each concern has its own file: conn.go (the accept loop
+// and the connection's goroutine), auth.go (who is this?), limits.go
+// (connection caps and the login grace), channel.go (the session channel
+// and its requests).
 package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/tsadmin-dev/tsadmin/audit"
@@ -36,13 +35,14 @@ type Server struct {
 	hostCert func() gossh.Signer
 	env      *shell.Env
 	relayed  RelayedRunner
-	gl       *gliderssh.Server
 
 	cfg    atomic.Pointer[config.Config]
 	policy atomic.Pointer[keys.Policy]
 
 	mu          sync.Mutex
+	listeners   []net.Listener
 	conns       map[*connState]struct{}
+	connsDone   sync.WaitGroup // one for each connection in conns
 	startups    int            // connections not yet past their first session
 	perSource   map[string]int // the same, by source address
 	drops       batchedLine    // pending connections dropped at the caps
@@ -83,33 +83,6 @@ func New(o Options) *Server {
 	}
 	s.cfg.Store(o.Config)
 	s.policy.Store(o.Policy)
-	s.gl = &gliderssh.Server{
-		Version:     "tsadmin",
-		HostSigners: []gliderssh.Signer{o.HostKey},
-		// Setting PublicKeyHandler keeps gliderlabs from switching on
-		// NoClientAuth. It only answers offers; the identity is bound in
-		// VerifiedPublicKeyCallback (auth.go).
-		PublicKeyHandler:     s.offer,
-		ServerConfigCallback: s.serverConfig,
-		ConnCallback:         s.accept,
-		// Only session channels; no direct-tcpip (-L, -W), no x11, no
-		// auth-agent. Global requests (tcpip-forward for -R) have no
-		// handlers and are refused.
-		ChannelHandlers:   map[string]gliderssh.ChannelHandler{"session": s.handleSession},
-		RequestHandlers:   map[string]gliderssh.RequestHandler{},
-		SubsystemHandlers: map[string]gliderssh.SubsystemHandler{},
-		LocalPortForwardingCallback: func(gliderssh.Context, string, uint32) bool {
-			return false
-		},
-		ReversePortForwardingCallback: func(gliderssh.Context, string, uint32) bool {
-			return false
-		},
-		ConnectionFailedCallback: func(conn net.Conn, err error) {
-			// The error can quote what the client sent (its algorithm
-			// lists run to the packet size): bound it.
-			s.log.Debug("connection failed", "addr", conn.RemoteAddr().String(), "err", audit.Clip(err.Error(), 200))
-		},
-	}
 	return s
 }
 
@@ -119,31 +92,50 @@ func (s *Server) Config() *config.Config { return s.cfg.Load() }
 // Policy is the policy in force.
 func (s *Server) Policy() *keys.Policy { return s.policy.Load() }
 
-// Serve accepts connections on l until Shutdown.
-func (s *Server) Serve(l net.Listener) error {
-	err := s.gl.Serve(l)
-	if errors.Is(err, gliderssh.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
-
 // Shutdown tells every connected admin that the server is stopping, closes
 // their connections and stops accepting new ones.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
+	listeners := s.listeners
+	s.listeners = nil
+	live := s.liveLocked()
+	s.mu.Unlock()
+	var err error
+	for _, l := range listeners {
+		if e := l.Close(); e != nil && err == nil {
+			err = e
+		}
+	}
+	concurrently(live, func(c *connState) { c.kick("tsadmin: the server is shutting down") })
+	// The kicked connections close within hangupLinger; wait for them,
+	// as long as ctx allows, then close what is left.
+	done := make(chan struct{})
+	go func() {
+		s.connsDone.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.mu.Lock()
+	live = s.liveLocked()
+	s.mu.Unlock()
+	for _, c := range live {
+		c.netConn.Close()
+	}
+	return err
+}
+
+// liveLocked returns the connections of the server now.
+func (s *Server) liveLocked() []*connState {
 	live := make([]*connState, 0, len(s.conns))
 	for c := range s.conns {
 		live = append(live, c)
 	}
-	s.mu.Unlock()
-	concurrently(live, func(c *connState) { c.kick("tsadmin: the server is shutting down") })
-	err := s.gl.Shutdown(ctx)
-	// Shutdown does not end connections still in handshake, nor live
-	// sessions: Close does.
-	s.gl.Close()
-	return err
+	return live
 }
 
 // Reload puts a new config and policy in force: new connections and every
@@ -153,10 +145,7 @@ func (s *Server) Reload(c *config.Config, p *keys.Policy) {
 	s.cfg.Store(c)
 	s.policy.Store(p)
 	s.mu.Lock()
-	live := make([]*connState, 0, len(s.conns))
-	for c := range s.conns {
-		live = append(live, c)
-	}
+	live := s.liveLocked()
 	s.mu.Unlock()
 	now := time.Now()
 	for _, c := range live {

@@ -41,9 +41,15 @@ func (panickySource) Logoff(context.Context, sessions.Session, sessions.LogoffRe
 }
 
 // startInProcess runs a server in this process with one operator, alice.
-func startInProcess(t *testing.T, extra sessions.Source) (addr string, alice gossh.Signer) {
+func startInProcess(t testing.TB, extra sessions.Source) (addr string, alice gossh.Signer) {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	return startWithKey(t, extra, priv)
+}
+
+// startWithKey is startInProcess with alice's private key given.
+func startWithKey(t testing.TB, extra sessions.Source, priv ed25519.PrivateKey) (addr string, alice gossh.Signer) {
+	t.Helper()
 	alice, _ = gossh.NewSignerFromKey(priv)
 	dir := t.TempDir()
 	cfgText := fmt.Sprintf("name: T\nroles: { operator: { logoff: [\"*\"] } }\nadmins:\n  - { name: alice, role: operator, keys: [%q] }\n",

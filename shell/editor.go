@@ -153,35 +153,51 @@ func (g *inputGuard) Read(p []byte) (int, error) {
 	if len(g.carry) > 0 {
 		n := copy(p, g.carry)
 		g.carry = g.carry[n:]
+		if len(g.carry) == 0 {
+			g.carry = nil // the array goes with it
+		}
 		return n, nil
 	}
-	buf := make([]byte, len(p))
-	n, err := g.r.Read(buf)
+	// Read straight into x/term's buffer: an idle session, blocked here,
+	// then holds no buffer of its own, and a keystroke allocates nothing
+	// unless it is a Ctrl-C to translate.
+	n, err := g.r.Read(p)
 	if n == 0 && err == nil {
 		return g.fail("empty read")
 	}
 	if n > 0 && g.timer != nil {
 		g.timer.Reset(g.idle)
 	}
-	out := make([]byte, 0, n+8)
-	for _, b := range buf[:n] {
+	ctrlC := false
+	for _, b := range p[:n] {
 		switch b {
 		case '\r', '\n':
 			g.pending = 0
 		case 3:
 			g.pending = 0
-			out = append(out, string(ctrlCKey)...)
-			continue
+			ctrlC = true
 		default:
 			g.pending++
 		}
-		out = append(out, b)
 	}
 	if g.pending > maxPending {
 		return g.fail(fmt.Sprintf("the line is longer than %d bytes", maxPending))
 	}
+	if !ctrlC {
+		return n, err
+	}
+	out := make([]byte, 0, n+8)
+	for _, b := range p[:n] {
+		if b == 3 {
+			out = append(out, string(ctrlCKey)...)
+			continue
+		}
+		out = append(out, b)
+	}
 	k := copy(p, out)
-	g.carry = out[k:]
+	if k < len(out) {
+		g.carry = out[k:]
+	}
 	return k, err
 }
 
