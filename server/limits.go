@@ -30,6 +30,7 @@ type connState struct {
 	live     map[*shell.Session]struct{} // running admin sessions
 	done     chan struct{}               // closed when the connection closes
 	probing  bool                        // a keepalive is out and unanswered
+	slot     int                         // the keepalive tick that probes it (keepalives)
 	missed   int                         // keepalive intervals in a row without an answer
 
 	// refusals sums up the connection's refused authentication
@@ -77,6 +78,8 @@ func (s *Server) accept(ctx gliderssh.Context, conn net.Conn) net.Conn {
 	}
 	s.startups++
 	s.perSource[host]++
+	c.slot = s.nextSlot
+	s.nextSlot = (s.nextSlot + 1) % keepaliveSlots
 	s.conns[c] = struct{}{}
 	report := s.drops.count(victim != nil, time.Now())
 	s.mu.Unlock()
@@ -204,16 +207,23 @@ func (c *connState) established(conn *gossh.ServerConn, v *verified) {
 // connections: an idle connection then costs no goroutine or timer of its
 // own between probes. A reload's interval and count apply from the next
 // tick; the loop ends at shutdown.
+//
+// The interval is cut in keepaliveSlots ticks, and each connection is
+// probed at the tick of its own slot: a probe waits for its answer on a
+// goroutine, and with 10,000 connections probed at once those goroutines
+// and their stacks were the server's largest allocation, kept by the
+// runtime long after they had gone.
 func (s *Server) keepalives() {
 	defer func() { recover() }() // a bug here must not take the server down
 	interval := s.cfg.Load().Limits.KeepaliveInterval.Duration
 	if interval <= 0 {
 		return // no keepalives, as before (time.NewTicker refuses 0)
 	}
-	t := time.NewTicker(interval)
+	t := time.NewTicker(interval / keepaliveSlots)
 	defer t.Stop()
 	var conns []*connState
-	for range t.C {
+	for tick := 0; ; tick = (tick + 1) % keepaliveSlots {
+		<-t.C
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
@@ -221,7 +231,9 @@ func (s *Server) keepalives() {
 		}
 		conns = conns[:0]
 		for c := range s.conns {
-			conns = append(conns, c)
+			if c.slot == tick {
+				conns = append(conns, c)
+			}
 		}
 		s.mu.Unlock()
 		limits := s.cfg.Load().Limits
@@ -231,10 +243,13 @@ func (s *Server) keepalives() {
 		clear(conns) // hold no closed connection until the next tick
 		if d := limits.KeepaliveInterval.Duration; d > 0 && d != interval {
 			interval = d
-			t.Reset(d)
+			t.Reset(d / keepaliveSlots)
 		}
 	}
 }
+
+// keepaliveSlots is how many ticks a keepalive interval is cut into.
+const keepaliveSlots = 10
 
 // probe is one keepalive tick for c: it counts the interval as missed if
 // the last keepalive is still unanswered (and closes the connection at
