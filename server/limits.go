@@ -31,6 +31,7 @@ type connState struct {
 	sessions int              // session channels open now
 	live     []*shell.Session // running admin sessions: a handful (max_sessions_per_connection)
 	probing  bool             // a keepalive is out and unanswered
+	slot     int              // the keepalive tick that probes it (keepalives)
 	missed   int              // keepalive intervals in a row without an answer
 
 	// refusals sums up the connection's refused authentication
@@ -76,6 +77,8 @@ func (s *Server) accept(conn net.Conn) *connState {
 	}
 	s.startups++
 	s.perSource[host]++
+	c.slot = s.nextSlot
+	s.nextSlot = (s.nextSlot + 1) % keepaliveSlots
 	s.conns[c] = struct{}{}
 	s.connsDone.Add(1) // under s.mu with closing false: before Shutdown's Wait
 	report := s.drops.count(victim != nil, time.Now())
@@ -206,16 +209,23 @@ func (c *connState) established(conn *gossh.ServerConn) {
 // connections: an idle connection then costs no goroutine or timer of its
 // own between probes. A reload's interval and count apply from the next
 // tick; the loop ends at shutdown.
+//
+// The interval is cut in keepaliveSlots ticks, and each connection is
+// probed at the tick of its own slot: a probe waits for its answer on a
+// goroutine, and with 10,000 connections probed at once those goroutines
+// and their stacks were the server's largest allocation, kept by the
+// runtime long after they had gone.
 func (s *Server) keepalives() {
 	defer func() { recover() }() // a bug here must not take the server down
 	interval := s.cfg.Load().Limits.KeepaliveInterval.Duration
 	if interval <= 0 {
 		return // no keepalives, as before (time.NewTicker refuses 0)
 	}
-	t := time.NewTicker(interval)
+	t := time.NewTicker(interval / keepaliveSlots)
 	defer t.Stop()
 	var conns []*connState
-	for range t.C {
+	for tick := 0; ; tick = (tick + 1) % keepaliveSlots {
+		<-t.C
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
@@ -223,7 +233,9 @@ func (s *Server) keepalives() {
 		}
 		conns = conns[:0]
 		for c := range s.conns {
-			conns = append(conns, c)
+			if c.slot == tick {
+				conns = append(conns, c)
+			}
 		}
 		s.mu.Unlock()
 		limits := s.cfg.Load().Limits
@@ -233,10 +245,13 @@ func (s *Server) keepalives() {
 		clear(conns) // hold no closed connection until the next tick
 		if d := limits.KeepaliveInterval.Duration; d > 0 && d != interval {
 			interval = d
-			t.Reset(d)
+			t.Reset(d / keepaliveSlots)
 		}
 	}
 }
+
+// keepaliveSlots is how many ticks a keepalive interval is cut into.
+const keepaliveSlots = 10
 
 // probe is one keepalive tick for c: it counts the interval as missed if
 // the last keepalive is still unanswered (and closes the connection at

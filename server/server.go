@@ -47,6 +47,7 @@ type Server struct {
 	perSource   map[string]int // the same, by source address
 	drops       batchedLine    // pending connections dropped at the caps
 	graceCloses batchedLine    // connections closed at the login grace
+	nextSlot    int            // the keepalive slot of the next connection
 	closing     bool
 
 	keepaliveOnce sync.Once // starts the one keepalive loop (limits.go)
