@@ -50,10 +50,18 @@ func startInProcess(t testing.TB, extra sessions.Source) (addr string, alice gos
 // startWithKey is startInProcess with alice's private key given.
 func startWithKey(t testing.TB, extra sessions.Source, priv ed25519.PrivateKey) (addr string, alice gossh.Signer) {
 	t.Helper()
+	_, addr, alice = startServer(t, extra, priv, "")
+	return addr, alice
+}
+
+// startServer is startWithKey with more configuration (YAML lines added
+// to the config), and it also returns the server.
+func startServer(t testing.TB, extra sessions.Source, priv ed25519.PrivateKey, more string) (srv *Server, addr string, alice gossh.Signer) {
+	t.Helper()
 	alice, _ = gossh.NewSignerFromKey(priv)
 	dir := t.TempDir()
 	cfgText := fmt.Sprintf("name: T\nroles: { operator: { logoff: [\"*\"] } }\nadmins:\n  - { name: alice, role: operator, keys: [%q] }\n",
-		strings.TrimSpace(string(gossh.MarshalAuthorizedKey(alice.PublicKey()))))
+		strings.TrimSpace(string(gossh.MarshalAuthorizedKey(alice.PublicKey())))) + more
 	cfg, err := config.Parse([]byte(cfgText), filepath.Join(dir, "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +85,6 @@ func startWithKey(t testing.TB, extra sessions.Source, priv ed25519.PrivateKey) 
 		reg.AddSource(extra)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var srv *Server
 	env := &shell.Env{Server: cfg.Name, Registry: reg, Shells: shells, Audit: auditLog, Log: log,
 		Policy: func() *keys.Policy { return srv.Policy() },
 		Idle:   func() time.Duration { return time.Minute }}
@@ -93,7 +100,7 @@ func startWithKey(t testing.TB, extra sessions.Source, priv ed25519.PrivateKey) 
 		srv.Shutdown(ctx)
 		auditLog.Close()
 	})
-	return l.Addr().String(), alice
+	return srv, l.Addr().String(), alice
 }
 
 func run(t *testing.T, addr string, key gossh.Signer, cmd string) (string, error) {

@@ -1,0 +1,106 @@
+package server
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// frozenConn is a client's connection that can stop reading: the client
+// then never sees, and never answers, the server's keepalives.
+type frozenConn struct {
+	net.Conn
+	frozen <-chan struct{} // closed: reads block
+	thawed <-chan struct{} // closed: reads fail, so the client can end
+}
+
+func (c *frozenConn) Read(p []byte) (int, error) {
+	select {
+	case <-c.frozen:
+		<-c.thawed
+		return 0, io.EOF
+	default:
+		return c.Conn.Read(p)
+	}
+}
+
+// probing counts the server's connections with a keepalive out and
+// unanswered.
+func probing(s *Server) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		c.mu.Lock()
+		if c.probing {
+			n++
+		}
+		c.mu.Unlock()
+	}
+	return n
+}
+
+// Keepalives are spread over the interval: each waits for its answer on a
+// goroutine, and probing every connection at the same tick made, with
+// 10,000 idle sessions, 10,000 goroutines at once, whose stacks the
+// runtime kept. Here 40 clients stop reading; their unanswered probes
+// must appear a tenth at a time over the interval, not all at once.
+func TestKeepalivesAreSpreadOverTheInterval(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	srv, addr, alice := startServer(t, nil, priv, "limits: { keepalive_interval: 1s, keepalive_count_max: 100 }\n")
+	frozen, thawed := make(chan struct{}), make(chan struct{})
+	var thawOnce sync.Once
+	thaw := func() { thawOnce.Do(func() { close(thawed) }) }
+	defer thaw()
+	const n = 40
+	var clients []*gossh.Client
+	defer func() {
+		thaw()
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	cfg := &gossh.ClientConfig{
+		User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(alice)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+	}
+	for range n {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, chans, reqs, err := gossh.NewClientConn(&frozenConn{Conn: raw, frozen: frozen, thawed: thawed}, addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := gossh.NewClient(cc, chans, reqs)
+		clients = append(clients, c)
+		if _, err := openShell(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(frozen)
+	// Sample the unanswered probes for over an interval; the biggest
+	// rise between two samples is how many went out at one tick.
+	last, maxRise := 0, 0
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) && last < n {
+		time.Sleep(20 * time.Millisecond)
+		now := probing(srv)
+		maxRise = max(maxRise, now-last)
+		last = now
+	}
+	if last != n {
+		t.Fatalf("%d of %d silent clients were probed within 2.5 s of 1 s keepalives", last, n)
+	}
+	if maxRise > n/3 {
+		t.Errorf("%d of %d connections were probed at once; want a tenth per tick", maxRise, n)
+	}
+	t.Logf("largest rise between samples: %d of %d", maxRise, n)
+}
