@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 
@@ -37,6 +38,11 @@ type channel struct {
 	session *shell.Session // the admin's session, once started
 
 	exitOnce sync.Once
+	// wmu is held by every write and by the EOF: x/crypto reads its EOF
+	// flag at the start of a write without a lock and sets it in
+	// CloseWrite, so a notice written while the session sends its EOF
+	// (a logoff or a shutdown as the session ends) was a data race.
+	wmu sync.Mutex
 
 	// ctx ends what the session runs when the channel ends; ended is
 	// touched only by the goroutine that serves the channel's requests.
@@ -275,8 +281,29 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) (func(), bool) 
 	}, true
 }
 
+// Write implements io.Writer, ordered with the EOF (wmu).
+func (c *channel) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Channel.Write(p)
+}
+
 // Stderr implements shell.Channel (gossh.Channel's returns a ReadWriter).
-func (c *channel) Stderr() io.Writer { return c.Channel.Stderr() }
+func (c *channel) Stderr() io.Writer { return stderrWriter{c} }
+
+type stderrWriter struct{ c *channel }
+
+func (w stderrWriter) Write(p []byte) (int, error) {
+	w.c.wmu.Lock()
+	defer w.c.wmu.Unlock()
+	return w.c.Channel.Stderr().Write(p)
+}
+
+// eofWait bounds how long Exit waits for a write under way before it
+// sends EOF: a write to a client that stopped reading waits until the
+// connection is hung up, and the channel then closes without its EOF
+// (the close says as much).
+const eofWait = 250 * time.Millisecond
 
 // Exit implements shell.Channel: it sends the exit status and closes the
 // channel, once.
@@ -284,9 +311,25 @@ func (c *channel) Exit(status int) {
 	c.exitOnce.Do(func() {
 		msg := struct{ Status uint32 }{uint32(status)}
 		c.SendRequest("exit-status", false, gossh.Marshal(&msg))
-		c.CloseWrite()
+		if c.lockWrites(eofWait) {
+			c.CloseWrite()
+			c.wmu.Unlock()
+		}
 		c.Close()
 	})
+}
+
+// lockWrites takes wmu if it can within d; a write stuck on a stalled
+// client must not hold the session's end.
+func (c *channel) lockWrites(d time.Duration) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(5 * time.Millisecond) {
+		if c.wmu.TryLock() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // Hangup implements shell.Channel: it closes the SSH connection.
