@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"io"
@@ -103,4 +104,48 @@ func TestKeepalivesAreSpreadOverTheInterval(t *testing.T) {
 		t.Errorf("%d of %d connections were probed at once; want a tenth per tick", maxRise, n)
 	}
 	t.Logf("largest rise between samples: %d of %d", maxRise, n)
+}
+
+// A shutdown tells every session that it ends while sessions end by
+// themselves: the notice and a session's EOF must not race inside
+// x/crypto's channel (the race detector watches this test).
+func TestShutdownNoticesAndSessionsEndingDoNotRace(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	srv, addr, alice := startServer(t, nil, priv, "")
+	var clients []*gossh.Client
+	var stdins []io.WriteCloser
+	for range 20 {
+		c := dial(t, addr, alice)
+		defer c.Close()
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
+			t.Fatal(err)
+		}
+		in, _ := s.StdinPipe()
+		go io.Copy(io.Discard, mustStdout(t, s))
+		if err := s.Shell(); err != nil {
+			t.Fatal(err)
+		}
+		clients, stdins = append(clients, c), append(stdins, in)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, in := range stdins {
+		go in.Write([]byte("exit\r"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+func mustStdout(t *testing.T, s *gossh.Session) io.Reader {
+	r, err := s.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
