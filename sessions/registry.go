@@ -138,19 +138,31 @@ func (r *Registry) ListInto(ctx context.Context, buf []Session) (all []Session, 
 		}
 		results[i].list, results[i].err = sources[i].List(ctx)
 	}
-	// The sources are read at once; the last on this goroutine, which
-	// would only wait: a goroutine fewer to start and wake per listing.
+	// The sources that read the host (utmp and /proc, D-Bus) are read at
+	// once, each but the last on a goroutine of its own; the shell
+	// source, which only copies from memory, and the last are read on
+	// this goroutine, which would only wait: every goroutine started is
+	// one more to wake per listing, and a listing runs for every command.
 	var wg sync.WaitGroup
+	last := len(sources) - 1
+	for last >= 0 && last == into {
+		last--
+	}
 	for i := range sources {
-		if i == len(sources)-1 {
-			list(i)
-			break
+		if i == into || i == last {
+			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			list(i)
 		}()
+	}
+	if into >= 0 {
+		list(into)
+	}
+	if last >= 0 {
+		list(last)
 	}
 	wg.Wait()
 
