@@ -410,11 +410,44 @@ func concurrently[T any](items []T, f func(T)) {
 	wg.Wait()
 }
 
-// trackedConn reports the connection's close to its connState.
+// trackedConn reports the connection's close to its connState, and
+// reads ahead while the client's version line is read.
 type trackedConn struct {
 	net.Conn
 	state *connState
 	once  sync.Once
+	// ahead holds what was read ahead of a one-byte read and not yet
+	// handed out. x/crypto reads the client's version line a byte at a
+	// time, a system call each, from the connection itself (it must not
+	// read past the line); the client sends its key exchange init right
+	// behind it, so one read usually brings both, and what follows the
+	// line is handed to x/crypto's own buffered reader next. Only reads
+	// of a few bytes read ahead, and only the handshake makes them: the
+	// buffer is dropped once empty, and an idle connection holds none.
+	ahead []byte
+}
+
+// readAheadSize bounds a read ahead: a version line (255 bytes at most)
+// and a key exchange init, which OpenSSH sends in about 1.5 KB.
+const readAheadSize = 2048
+
+func (t *trackedConn) Read(p []byte) (int, error) {
+	if len(t.ahead) == 0 && len(p) < 16 {
+		buf := make([]byte, readAheadSize)
+		n, err := t.Conn.Read(buf)
+		if n == 0 {
+			return 0, err
+		}
+		t.ahead = buf[:n]
+	}
+	if len(t.ahead) > 0 {
+		n := copy(p, t.ahead)
+		if t.ahead = t.ahead[n:]; len(t.ahead) == 0 {
+			t.ahead = nil
+		}
+		return n, nil
+	}
+	return t.Conn.Read(p)
 }
 
 func (t *trackedConn) Close() error {
