@@ -157,6 +157,7 @@ type ShellSlots struct {
 	IDs   []int // do not modify
 	order []*ShellSession
 	dead  []uint64
+	live  int // at most this many are Live: closed ones never open again
 	epoch time.Time
 }
 
@@ -167,7 +168,8 @@ func (src *ShellSource) Slots() ShellSlots {
 	src.mu.Lock()
 	defer src.mu.Unlock()
 	n := len(src.order)
-	return ShellSlots{Gen: src.gen, IDs: src.ids[:n:n], order: src.order[:n:n], dead: src.dead, epoch: src.epoch}
+	return ShellSlots{Gen: src.gen, IDs: src.ids[:n:n], order: src.order[:n:n], dead: src.dead,
+		live: n - src.gone, epoch: src.epoch}
 }
 
 // Live reports whether slot i's session is open (it was when the slots
@@ -226,7 +228,7 @@ func (src *ShellSource) appendList(dst []Session) []Session {
 	slots := src.Slots()
 	now := int64(time.Since(src.epoch))
 	end := len(slots.IDs)
-	out := slices.Grow(dst[:0], end)[:end]
+	out := slices.Grow(dst[:0], slots.live)[:slots.live]
 	n := 0
 	for i := 0; i < end; {
 		start, stop := slots.NextRun(i, end)
