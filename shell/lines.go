@@ -132,21 +132,38 @@ func (l *shellLines) write(w io.Writer, others []sessions.Session, src *sessions
 	return t.buf, t.finish()
 }
 
-// shellRuns adds the lines of v's live slots in [from, to), each run of
-// consecutive live slots copied as it lies, as much of it at a time as
-// the chunk holds (a chunk still ends at a line's end); slot mine gets
-// the caller's >.
+// directRun is how long a piece of a run of lines must be to be written
+// from the kept lines as it lies, not copied into the chunk first: long
+// enough that a listing whose live sessions lie scattered between closed
+// ones still sends full chunks, not a short write per run.
+const directRun = tableChunk / 4
+
+// shellRuns adds the lines of v's live slots in [from, to), a run of
+// consecutive live slots at a time. A long run goes to the writer from
+// the kept lines themselves, a chunk's worth of whole lines per write
+// (the caller's line, which needs its >, goes through the chunk); a
+// short one is copied into the chunk with the lines around it.
 func (t *table) shellRuns(v *linesView, from, to, mine int) {
 	offs := v.offs
 	for i := from; i < to && t.err == nil; {
 		start, stop := v.slots.NextRun(i, to)
 		for start < stop && t.err == nil {
-			// The most lines from start that fit in the chunk.
-			k, exact := slices.BinarySearch(offs[start:stop+1], offs[start]+cap(t.buf)-len(t.buf))
-			k += start
-			if !exact {
-				k--
+			end := stop
+			if start <= mine && mine < stop {
+				end = mine // the lines before the caller's
 			}
+			if offs[end]-offs[start] >= directRun {
+				t.flush()
+				for start < end && t.err == nil {
+					k := max(v.fit(start, end, tableChunk), start+1)
+					t.write(v.lines[offs[start]:offs[k]], !v.badIn(start, k))
+					t.reusable += k - start
+					start = k
+				}
+				continue
+			}
+			// The most lines from start that fit in the chunk.
+			k := v.fit(start, stop, cap(t.buf)-len(t.buf))
 			if k == start {
 				if len(t.buf) > 0 {
 					t.flush()
@@ -161,11 +178,27 @@ func (t *table) shellRuns(v *linesView, from, to, mine int) {
 					t.buf[p] = '>'
 				}
 			}
-			b, _ := slices.BinarySearch(v.bad, start)
-			t.checked = t.checked && (b == len(v.bad) || v.bad[b] >= k)
+			t.checked = t.checked && !v.badIn(start, k)
 			t.reusable += k - start
 			start = k
 		}
 		i = stop
 	}
+}
+
+// fit returns the most slots from start, up to end, whose lines fit in
+// room bytes (at least one slot when start < end).
+func (v *linesView) fit(start, end, room int) int {
+	k, exact := slices.BinarySearch(v.offs[start:end+1], v.offs[start]+room)
+	if !exact {
+		k--
+	}
+	return start + k
+}
+
+// badIn reports whether a line of the slots [start, end) did not pass
+// clean.
+func (v *linesView) badIn(start, end int) bool {
+	b, _ := slices.BinarySearch(v.bad, start)
+	return b < len(v.bad) && v.bad[b] < end
 }

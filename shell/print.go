@@ -391,14 +391,23 @@ func (t *table) add(line []byte, checked, current bool) {
 // flush writes the chunk. A chunk whose every line passed clean goes past
 // the escaping printer's own scan, which would write it unchanged.
 func (t *table) flush() {
-	if len(t.buf) > 0 && t.err == nil {
-		if t.checked {
-			_, t.err = writeChecked(t.w, t.buf)
-		} else {
-			_, t.err = t.w.Write(t.buf)
-		}
+	if len(t.buf) > 0 {
+		t.write(t.buf, t.checked)
 	}
 	t.buf, t.checked = t.buf[:0], true
+}
+
+// write writes whole lines, p, to the client (checked: they passed
+// clean), unless an earlier write failed.
+func (t *table) write(p []byte, checked bool) {
+	if t.err != nil {
+		return
+	}
+	if checked {
+		_, t.err = writeChecked(t.w, p)
+	} else {
+		_, t.err = t.w.Write(p)
+	}
 }
 
 func (t *table) finish() error {
