@@ -11,7 +11,7 @@ import (
 // shellLines keeps the query session line (no SERVER column, no terminal
 // width, a blank mark) of each of the shell source's sessions, one after
 // another in one array, slot by slot as the source numbers them
-// (sessions.ShellSlots). A table of thousands of sessions is then copied
+// (sessions.ShellSlots). A table of thousands of sessions is then read
 // from contiguous memory, a run of consecutive live sessions at a time,
 // instead of being gathered from a session, its memo and its line, each
 // elsewhere on the heap: at 10,000 sessions that was most of the cost of
