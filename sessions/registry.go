@@ -105,8 +105,23 @@ func (r *Registry) List(ctx context.Context) (all []Session, errs []error) {
 // or nil) where it can: listing thousands of sessions for every command
 // then allocates nothing. The listing may share buf's memory.
 func (r *Registry) ListInto(ctx context.Context, buf []Session) (all []Session, errs []error) {
+	all, errs, _ = r.ListOthers(ctx, buf, nil)
+	return all, errs
+}
+
+// ListOthers is ListInto without the sessions of source skip, which the
+// caller reads itself (the shell source's Slots); skipped reports whether
+// skip is one of the registry's sources.
+func (r *Registry) ListOthers(ctx context.Context, buf []Session, skip Source) (all []Session, errs []error, skipped bool) {
 	r.mu.Lock()
-	sources := append([]Source(nil), r.sources...)
+	sources := make([]Source, 0, len(r.sources))
+	for _, src := range r.sources {
+		if skip != nil && src == skip {
+			skipped = true
+			continue
+		}
+		sources = append(sources, src)
+	}
 	firstNew := r.next
 	r.gen++
 	gen := r.gen
@@ -210,7 +225,7 @@ func (r *Registry) ListInto(ctx context.Context, buf []Session) (all []Session, 
 	for i, res := range results {
 		lists[i] = res.list
 	}
-	return mergeByID(lists, n), errs
+	return mergeByID(lists, n), errs, skipped
 }
 
 func byID(a, b Session) int { return a.ID - b.ID }

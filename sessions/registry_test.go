@@ -270,3 +270,22 @@ func repeat(f func()) (stop func()) {
 	}()
 	return func() { close(quit); <-done }
 }
+
+// ListOthers lists every source but the one skipped, and says whether it
+// was one of the registry's: a shell source that is not registered is
+// not listed by the caller either.
+func TestListOthers(t *testing.T) {
+	r, host, shells := hostAndShells()
+	host.set("1", "2")
+	defer shells.Add("alice", "192.0.2.7", nopControl{}).Close()
+	ctx := context.Background()
+	list, errs, skipped := r.ListOthers(ctx, nil, shells)
+	if len(errs) > 0 || !skipped || len(list) != 2 || list[0].Source != "host" || list[1].Source != "host" {
+		t.Fatalf("without the shell source: %+v, %v, skipped %v", list, errs, skipped)
+	}
+	unregistered := NewShellSource(r)
+	list, _, skipped = r.ListOthers(ctx, nil, unregistered)
+	if skipped || len(list) != 3 {
+		t.Fatalf("skipping a source the registry lacks: %d sessions, skipped %v; want 3, false", len(list), skipped)
+	}
+}

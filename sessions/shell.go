@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"math/bits"
 	"slices"
 	"strconv"
 	"sync"
@@ -24,10 +25,17 @@ type ShellSource struct {
 	seq      uint64
 	// order holds the sessions in ID order, so that a listing needs no
 	// sort; a closed one stays until compact drops it (gone counts them).
-	// Add only appends to it and compact makes a new one, so a listing
-	// may read the order it found without the lock.
+	// ids holds their IDs and dead a bit per slot of order, set when its
+	// session closes: a listing learns which sessions are live, and where
+	// an ID is, from two small arrays, without reading a session. Add
+	// only appends to the three and compact makes new ones (and counts
+	// itself in gen), so a listing may read what it found without the
+	// lock.
 	order []*ShellSession
+	ids   []int
+	dead  []uint64 // written with atomic.OrUint64 under mu; read with atomic loads
 	gone  int
+	gen   uint64
 }
 
 // NewShellSource returns the shell source; it takes its IDs from reg.
@@ -50,7 +58,6 @@ type ShellSession struct {
 
 	lastInput atomic.Int64 // time since src.epoch
 	closeOnce sync.Once
-	closed    atomic.Bool // set under src.mu: it has left order's live part
 }
 
 // ShellControl is how the source reaches a live session's connection.
@@ -82,6 +89,10 @@ func (src *ShellSource) Add(admin, device string, ctl ShellControl) *ShellSessio
 	s.name = "ssh#" + strconv.Itoa(s.id)
 	src.sessions[s.key] = s
 	src.order = append(src.order, s)
+	src.ids = append(src.ids, s.id)
+	if len(src.order) > 64*len(src.dead) {
+		src.dead = append(src.dead, 0)
+	}
 	src.mu.Unlock()
 	return s
 }
@@ -104,7 +115,9 @@ func (s *ShellSession) Close() {
 		src := s.src
 		src.mu.Lock()
 		delete(src.sessions, s.key)
-		s.closed.Store(true)
+		// Its slot is there: only closed sessions are compacted away.
+		i, _ := slices.BinarySearch(src.ids, s.id)
+		atomic.OrUint64(&src.dead[i/64], 1<<(i%64))
 		src.gone++
 		if src.gone > len(src.order)/2 {
 			src.compactLocked()
@@ -116,15 +129,87 @@ func (s *ShellSession) Close() {
 
 // compactLocked drops the closed sessions from order, keeping it sorted;
 // it runs when they are half of it, so its cost per Close is constant.
-// The live ones go to a new slice: listings may still be reading the old.
+// The live ones go to new slices: listings may still be reading the old.
 func (src *ShellSource) compactLocked() {
-	live := make([]*ShellSession, 0, len(src.order)-src.gone)
-	for _, s := range src.order {
-		if !s.closed.Load() {
-			live = append(live, s)
+	n := len(src.order) - src.gone
+	order, ids := make([]*ShellSession, 0, n), make([]int, 0, n)
+	old := ShellSlots{IDs: src.ids, dead: src.dead}
+	for i, s := range src.order {
+		if old.Live(i) {
+			order, ids = append(order, s), append(ids, s.id)
 		}
 	}
-	src.order, src.gone = live, 0
+	src.order, src.ids, src.dead = order, ids, make([]uint64, (n+63)/64)
+	src.gone = 0
+	src.gen++
+}
+
+// ShellSlots is the shell source's sessions as a listing finds them:
+// slot i holds the session whose ID is IDs[i], in increasing ID order,
+// live or closed since (Live). It is read without a lock. Slots keep
+// their numbers until a compaction drops the closed ones and numbers the
+// rest anew, with a new Gen: a printer that keeps something per session
+// in arrays of its own, slot by slot, can append for the slots that a
+// later snapshot of the same Gen adds, and carry its arrays over by ID
+// when Gen changes.
+type ShellSlots struct {
+	Gen   uint64
+	IDs   []int // do not modify
+	order []*ShellSession
+	dead  []uint64
+	live  int // at most this many are Live: closed ones never open again
+	epoch time.Time
+}
+
+// Slots returns the source's slots as they are now: a session closed
+// before the call is not Live, and one open until the caller is done
+// reading is Live in exactly one slot.
+func (src *ShellSource) Slots() ShellSlots {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	n := len(src.order)
+	return ShellSlots{Gen: src.gen, IDs: src.ids[:n:n], order: src.order[:n:n], dead: src.dead,
+		live: n - src.gone, epoch: src.epoch}
+}
+
+// Live reports whether slot i's session is open (it was when the slots
+// were taken, and has not closed since).
+func (v *ShellSlots) Live(i int) bool {
+	return atomic.LoadUint64(&v.dead[i/64])&(1<<(i%64)) == 0
+}
+
+// NextRun returns the first run of consecutive live slots [start, stop)
+// at or after slot i and before end; start is end when there is none.
+// It reads a word of 64 slots at a time.
+func (v *ShellSlots) NextRun(i, end int) (start, stop int) {
+	start = v.scan(i, end, true)
+	return start, v.scan(start, end, false)
+}
+
+// scan returns the first slot in [i, end) that is live (or, for !live,
+// closed), or end.
+func (v *ShellSlots) scan(i, end int, live bool) int {
+	for i < end {
+		w := atomic.LoadUint64(&v.dead[i/64]) >> (i % 64)
+		if live {
+			w = ^w
+		}
+		if i%64 != 0 {
+			w &= 1<<(64-i%64) - 1 // the bits shifted in are not slots
+		}
+		if w != 0 {
+			return min(i+bits.TrailingZeros64(w), end)
+		}
+		i += 64 - i%64
+	}
+	return end
+}
+
+// Session returns slot i's session as List lists it.
+func (v *ShellSlots) Session(i int) Session {
+	var r Session
+	v.order[i].fill(&r, int64(time.Since(v.epoch)))
+	return r
 }
 
 const shellSourceName = "shell"
@@ -140,26 +225,29 @@ func (src *ShellSource) List(ctx context.Context) ([]Session, error) {
 
 // appendList implements appendLister: List, into dst.
 func (src *ShellSource) appendList(dst []Session) []Session {
-	src.mu.Lock()
-	order, live := src.order, len(src.order)-src.gone
-	src.mu.Unlock()
-
+	slots := src.Slots()
 	now := int64(time.Since(src.epoch))
-	out := slices.Grow(dst[:0], live)[:live]
+	end := len(slots.IDs)
+	out := slices.Grow(dst[:0], slots.live)[:slots.live]
 	n := 0
-	for _, s := range order {
-		if s.closed.Load() {
-			continue // closed before order was read (gone), or since
+	for i := 0; i < end; {
+		start, stop := slots.NextRun(i, end)
+		for _, s := range slots.order[start:stop] {
+			s.fill(&out[n], now)
+			n++
 		}
-		// Field by field, every field (dst held another listing): a
-		// Session literal would be built and then copied whole.
-		r := &out[n]
-		n++
-		r.ID, r.Name, r.User, r.State, r.Type = s.id, s.name, s.admin, Active, ShellType
-		r.Device, r.LogonTime, r.IdleTime = s.device, s.logon, time.Duration(now-s.lastInput.Load())
-		r.Source, r.Key, r.Admin, r.Memo = shellSourceName, s.key, s.admin, &s.memo
+		i = stop
 	}
 	return out[:n]
+}
+
+// fill sets every field of r (which may hold another session) to the
+// session's, its idle time as of now (time since src.epoch). Field by
+// field: a Session literal would be built and then copied whole.
+func (s *ShellSession) fill(r *Session, now int64) {
+	r.ID, r.Name, r.User, r.State, r.Type = s.id, s.name, s.admin, Active, ShellType
+	r.Device, r.LogonTime, r.IdleTime = s.device, s.logon, time.Duration(now-s.lastInput.Load())
+	r.Source, r.Key, r.Admin, r.Memo = shellSourceName, s.key, s.admin, &s.memo
 }
 
 func (*ShellSource) ownsIDs() {}

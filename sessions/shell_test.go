@@ -61,3 +61,62 @@ func TestShellListIntoAReusedBufferLeavesNothingOver(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot's runs of live slots are exactly its live slots, across the
+// 64-slot words of the closed bits and from any starting slot, and a
+// session closed after the snapshot was taken reads as closed in it.
+func TestShellSlotsRuns(t *testing.T) {
+	src := NewShellSource(NewRegistry())
+	var open []*ShellSession
+	for range 300 {
+		open = append(open, src.Add("alice", "192.0.2.7", nil))
+	}
+	// Closed: a run across a word's end, single slots, the last slot;
+	// fewer than half, so that the slots keep their numbers.
+	for _, i := range []int{0, 5, 62, 63, 64, 65, 127, 128, 190, 191, 192, 200, 255, 256, 299} {
+		open[i].Close()
+	}
+	slots := src.Slots()
+	open[100].Close() // after the snapshot: it too reads as closed
+	if len(slots.IDs) != 300 || slots.Gen != 0 {
+		t.Fatalf("%d slots of numbering %d, want 300 of 0", len(slots.IDs), slots.Gen)
+	}
+	for from := range 300 {
+		for _, end := range []int{300, from + 1, min(from+70, 300)} {
+			var got []int
+			for i := from; i < end; {
+				start, stop := slots.NextRun(i, end)
+				if start < end && (start >= stop || stop > end) {
+					t.Fatalf("NextRun(%d, %d) = %d, %d", i, end, start, stop)
+				}
+				for j := start; j < stop; j++ {
+					got = append(got, j)
+				}
+				i = stop
+			}
+			var want []int
+			for j := from; j < end; j++ {
+				if !isClosed(open[j]) {
+					want = append(want, j)
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("live slots in [%d, %d): %v, want %v", from, end, got, want)
+			}
+		}
+	}
+	for i, s := range open {
+		if slots.IDs[i] != s.ID() || slots.Live(i) == isClosed(s) {
+			t.Fatalf("slot %d: ID %d, live %v; session %d, closed %v", i, slots.IDs[i], slots.Live(i), s.ID(), isClosed(s))
+		}
+	}
+}
+
+func isClosed(s *ShellSession) bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}

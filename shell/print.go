@@ -197,10 +197,22 @@ const maxTableColumns = 7
 
 // start begins the table with its header; buf is a buffer to reuse, or nil.
 func (t *table) start(w io.Writer, verb string, withServer bool, width int, buf []byte) {
-	*t = table{w: w, verb: verb, withServer: withServer, width: width, buf: buf[:0], checked: true}
+	*t = table{w: w, buf: buf[:0], checked: true}
 	if cap(t.buf) < tableChunk {
 		t.buf = make([]byte, 0, tableChunk)
 	}
+	t.shape(verb, withServer, width)
+	for i, c := range t.cols {
+		t.texts[i] = c.title
+	}
+	t.formatLine()
+	t.add(t.line, clean(t.line), false)
+}
+
+// shape sets the table's columns, for a verb's table with or without a
+// SERVER column, cut to width.
+func (t *table) shape(verb string, withServer bool, width int) {
+	t.verb, t.withServer, t.width, t.cols = verb, withServer, width, nil
 	table := qwinstaColumns
 	t.memoSlot = 0
 	switch verb {
@@ -215,11 +227,6 @@ func (t *table) start(w io.Writer, verb string, withServer bool, width int, buf 
 	} else {
 		t.cols = table
 	}
-	for i, c := range t.cols {
-		t.texts[i] = c.title
-	}
-	t.formatLine()
-	t.add(t.line, clean(t.line), false)
 }
 
 // memoLines is what a table keeps in a session's memo (as a pointer): its
@@ -292,18 +299,24 @@ func (t *table) row(s *sessions.Session, current bool, row *Row) {
 		t.scratch.Session = *s
 		row = t.scratch
 	}
-	for i, c := range t.cols {
-		t.texts[i] = Clean(c.value(*row))
-	}
-	t.formatLine()
-	t.formatted++
-	checked := clean(t.line)
+	checked := t.format(row)
 	t.add(t.line, checked, current)
 	if memo != nil {
 		update := *kept
 		update[t.memoSlot] = &memoLine{key: key, line: bytes.Clone(t.line), checked: checked}
 		memo.Store(&update)
 	}
+}
+
+// format formats row's line into t.line and reports whether it passed
+// clean.
+func (t *table) format(row *Row) (checked bool) {
+	for i, c := range t.cols {
+		t.texts[i] = Clean(c.value(*row))
+	}
+	t.formatLine()
+	t.formatted++
+	return clean(t.line)
 }
 
 // formatLine formats t.texts (already Clean) into t.line, with a blank
@@ -378,14 +391,23 @@ func (t *table) add(line []byte, checked, current bool) {
 // flush writes the chunk. A chunk whose every line passed clean goes past
 // the escaping printer's own scan, which would write it unchanged.
 func (t *table) flush() {
-	if len(t.buf) > 0 && t.err == nil {
-		if t.checked {
-			_, t.err = writeChecked(t.w, t.buf)
-		} else {
-			_, t.err = t.w.Write(t.buf)
-		}
+	if len(t.buf) > 0 {
+		t.write(t.buf, t.checked)
 	}
 	t.buf, t.checked = t.buf[:0], true
+}
+
+// write writes whole lines, p, to the client (checked: they passed
+// clean), unless an earlier write failed.
+func (t *table) write(p []byte, checked bool) {
+	if t.err != nil {
+		return
+	}
+	if checked {
+		_, t.err = writeChecked(t.w, p)
+	} else {
+		_, t.err = t.w.Write(p)
+	}
 }
 
 func (t *table) finish() error {

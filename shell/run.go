@@ -46,6 +46,9 @@ type Env struct {
 	// listings holds buffers of earlier listings (*listingBuffers), so
 	// that listing thousands of sessions for every query allocates none.
 	listings sync.Pool
+	// shellLines holds the query session lines of the shell source's
+	// sessions (Shells), for listings with no terminal width.
+	shellLines shellLines
 }
 
 // listingBuffers are the buffers of one listing: the sessions and the
@@ -315,13 +318,28 @@ func (e *Env) queryTable(ctx context.Context, c Caller, cmd Command, stdout, std
 		bufs = new(listingBuffers)
 	}
 	defer e.listings.Put(bufs)
+	// query session with no terminal width, the common case, copies the
+	// shell source's lines from e.shellLines; the other sources' few
+	// sessions are listed (bufs.list, sized for every session, is kept
+	// for the other tables) and merged in.
+	var list []sessions.Session
 	var errs []error
-	bufs.list, errs = e.Registry.ListInto(ctx, bufs.list)
+	shells := cmd.Verb == VerbQuerySession && c.Width == 0 && e.Shells != nil
+	if shells {
+		list, errs, shells = e.Registry.ListOthers(ctx, nil, e.Shells)
+	} else {
+		bufs.list, errs = e.Registry.ListInto(ctx, bufs.list)
+		list = bufs.list
+	}
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", verbName(cmd), oneLine(err.Error()))
 	}
 	var err error
-	bufs.chunk, err = writeSessions(stdout, cmd.Verb, bufs.list, c.Session, c.Width, bufs.chunk)
+	if shells {
+		bufs.chunk, err = e.shellLines.write(stdout, list, e.Shells, c.Session, bufs.chunk)
+	} else {
+		bufs.chunk, err = writeSessions(stdout, cmd.Verb, list, c.Session, c.Width, bufs.chunk)
+	}
 	return err
 }
 
