@@ -158,6 +158,32 @@ func TestRefusedRequestsAndLimits(t *testing.T) {
 		t.Error("100 env requests were taken without closing the session")
 	}
 
+	// Red team (transport round): each subsystem request was one audit
+	// record, without a cap; 20,000 on one channel wrote 2 MB. A
+	// channel's first is audited; another closes the channel.
+	sub, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	for ; sent < 100; sent++ {
+		if _, err := sub.SendRequest("subsystem", true, ssh.Marshal(struct{ Name string }{"sftp"})); err != nil {
+			break
+		}
+	}
+	if sent == 100 {
+		t.Error("100 subsystem requests were taken without closing the session")
+	}
+	refused := 0
+	for _, r := range f.Audit() {
+		if r["msg"] == "refused" && r["what"] == "subsystem" {
+			refused++
+		}
+	}
+	if refused != 2 { // this session's and the first session's
+		t.Errorf("%d subsystem refusals audited for two sessions, want 2", refused)
+	}
+
 	// Port forwarding channels are refused.
 	if _, err := c.Dial("tcp", f.Addr); err == nil {
 		t.Error("a direct-tcpip channel was opened")

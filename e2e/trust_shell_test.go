@@ -43,6 +43,14 @@ func TestTabOnRunesWhoseCaseFormsChangeLengthKeepsTheServerUp(t *testing.T) {
 // ID and the connection.
 func stalledShell(t *testing.T, s *Server, key Key) (int, *ssh.Client) {
 	t.Helper()
+	id, c, _ := stalledShellSession(t, s, key)
+	return id, c
+}
+
+// stalledShellSession is stalledShell that also returns the session, for
+// the requests a test sends on it.
+func stalledShellSession(t *testing.T, s *Server, key Key) (int, *ssh.Client, *ssh.Session) {
+	t.Helper()
 	c := s.client(t, key)
 	sess, err := c.NewSession()
 	if err != nil {
@@ -83,7 +91,7 @@ func stalledShell(t *testing.T, s *Server, key Key) (int, *ssh.Client) {
 		}
 	}()
 	time.Sleep(2 * time.Second)
-	return id, c
+	return id, c, sess
 }
 
 // closedWithin reports whether the client's connection ends within d.
@@ -138,6 +146,38 @@ func TestAClientThatStopsReadingCannotHoldAReload(t *testing.T) {
 	}
 	if r := f.Run(f.carol, "", "query", "user"); r.Status != 255 {
 		t.Fatalf("carol's revoked key still works: status %d", r.Status)
+	}
+}
+
+// Red team (transport round): a client that stopped reading sent a few
+// dozen window-changes. The first one's redraw waited for window space
+// on the goroutine that serves the channel's requests; x/crypto's mux
+// then blocked handing it the next request, so it never read the
+// window adjust (nor the client's close, nor a keepalive's answer): the
+// connection, its goroutines and its session stayed for good, listed,
+// even after the client had gone and the keepalives had closed the
+// socket.
+func TestWindowChangesFromAClientThatStopsReadingCannotWedgeItsConnection(t *testing.T) {
+	f := newFleet(t, "")
+	id, c, sess := stalledShellSession(t, f.Server, f.bob)
+	// More than x/crypto queues for a channel's requests (16).
+	for i := range 40 {
+		if err := sess.WindowChange(24+i%10, 80+i%10); err != nil {
+			t.Fatalf("window-change %d: %v", i, err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	c.Close()
+	listed := func() bool {
+		for _, row := range f.List(f.alice) {
+			if row.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	if waitUntil(5*time.Second, func() bool { return !listed() }) == false {
+		t.Fatalf("session %d of a client that has gone is still listed: its connection is wedged\nserver log:\n%s", id, f.Log())
 	}
 }
 

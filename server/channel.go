@@ -35,7 +35,10 @@ type channel struct {
 	pty     *ptyRequest
 	started bool
 	env     int
-	session *shell.Session // the admin's session, once started
+	// subsystems counts subsystem requests: one is refused and audited,
+	// another closes the channel.
+	subsystems int
+	session    *shell.Session // the admin's session, once started
 
 	exitOnce sync.Once
 	// wmu is held by every write and by the EOF: x/crypto reads its EOF
@@ -144,17 +147,18 @@ func (c *channel) handle(req *gossh.Request) {
 		ok = c.ptyReq(req.Payload)
 	case "window-change":
 		ok = c.windowChange(req.Payload)
-	case "env":
-		c.mu.Lock()
-		c.env++
-		tooMany := c.env > maxEnvRequests
-		c.mu.Unlock()
-		if tooMany {
+	case "env", "subsystem":
+		// Refused: nothing in the environment changes tsadmin, and no
+		// subsystem is served. A client chooses how many it sends: past
+		// the cap of its kind the channel is closed.
+		if c.flooding(req.Type) {
 			req.Reply(false, nil)
 			c.Close()
 			return
 		}
-		// Refused: nothing in the environment changes tsadmin.
+		if req.Type == "subsystem" {
+			c.srv.audit.Event("refused", slog.String("admin", c.v.id.Name), slog.String("what", "subsystem"))
+		}
 	case "exec", "shell":
 		// Reply before the command runs: a quick command would
 		// otherwise close the channel before the client heard that its
@@ -166,13 +170,26 @@ func (c *channel) handle(req *gossh.Request) {
 			run()
 		}
 		return
-	case "subsystem":
-		c.srv.audit.Event("refused", slog.String("admin", c.v.id.Name), slog.String("what", "subsystem"))
 	default:
 		// x11-req, auth-agent-req@openssh.com, signal, break, and
 		// anything unknown.
 	}
 	req.Reply(ok, nil)
+}
+
+// flooding counts a refused env or subsystem request and reports whether
+// the session is past its cap: maxEnvRequests env requests (OpenSSH sends
+// LANG and LC_*), and one subsystem request, the one that is audited (an
+// audit record each would let a client fill the disk).
+func (c *channel) flooding(kind string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kind == "subsystem" {
+		c.subsystems++
+		return c.subsystems > 1
+	}
+	c.env++
+	return c.env > maxEnvRequests
 }
 
 func (c *channel) ptyReq(payload []byte) bool {

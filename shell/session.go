@@ -59,6 +59,10 @@ type Session struct {
 
 	mu     sync.Mutex
 	editor *editor // the interactive line editor, once it runs
+	// size is the newest window size not yet given to the editor (when
+	// resized is set); resizing is set while a goroutine gives it.
+	size              [2]int
+	resized, resizing bool
 }
 
 // NewSession registers a session of the identity id, connected from
@@ -78,7 +82,14 @@ func (e *Env) NewSession(ch Channel, id keys.Identity, device string, pty *PTY) 
 // ID is the session's registry ID.
 func (s *Session) ID() int { return s.row.ID() }
 
-// Resize follows a window-change of the client's terminal.
+// Resize follows a window-change of the client's terminal. It never
+// waits for the client: the editor's redraw is a write, which waits for
+// window space, and Resize is called by the goroutine that serves the
+// channel's requests. While that goroutine waits, x/crypto's mux cannot
+// hand it the next request, so it stops reading the connection, and the
+// window adjust (or the close) that would end the wait never arrives. The
+// redraw runs on a goroutine of its own, one at a time, with the newest
+// size.
 func (s *Session) Resize(width, height int) {
 	if s.pty == nil {
 		return
@@ -86,9 +97,36 @@ func (s *Session) Resize(width, height int) {
 	s.width.Store(int32(width))
 	s.mu.Lock()
 	ed := s.editor
+	s.size, s.resized = [2]int{width, height}, true
+	start := ed != nil && !s.resizing
+	s.resizing = s.resizing || start
 	s.mu.Unlock()
-	if ed != nil {
-		ed.resize(width, height)
+	if start {
+		go s.redraw(ed)
+	}
+}
+
+// redraw gives the editor the newest size until no newer one came.
+func (s *Session) redraw(ed *editor) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.env.Log.Error("panic recovered", "in", "resize", "panic", fmt.Sprint(r))
+			s.mu.Lock()
+			s.resizing = false
+			s.mu.Unlock()
+		}
+	}()
+	for {
+		s.mu.Lock()
+		size, resized := s.size, s.resized
+		s.resized = false
+		if !resized {
+			s.resizing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		ed.resize(size[0], size[1])
 	}
 }
 
