@@ -92,6 +92,7 @@ func (s *Server) openSession(cs *connState, conn *gossh.ServerConn, newChan goss
 		return nil, nil
 	}
 	cs.sessions++
+	cs.stopUnusedLocked()
 	cs.mu.Unlock()
 	cs.established(conn)
 

@@ -149,3 +149,40 @@ func mustStdout(t *testing.T, s *gossh.Session) io.Reader {
 	}
 	return r
 }
+
+// A connection left without a session is closed after idle_timeout (as
+// OpenSSH's UnusedConnectionTimeout): it is listed nowhere, so no admin
+// could see or end it, and a client could otherwise hold thousands.
+// One that keeps a session open stays.
+func TestConnectionsWithoutASessionAreClosedAfterIdleTimeout(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, addr, alice := startServer(t, nil, priv, "limits: { idle_timeout: 1s }\n")
+	unused := dial(t, addr, alice)
+	defer unused.Close()
+	s, err := unused.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.Output("query session"); err != nil || len(out) == 0 {
+		t.Fatalf("query session: %v", err)
+	}
+	used := dial(t, addr, alice)
+	defer used.Close()
+	ended := make(chan error, 1)
+	go func() { ended <- unused.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a connection without a session is still open 5 s after a 1 s idle_timeout")
+	}
+	// The other connection opens sessions one after another, each
+	// within idle_timeout of the last, and is never closed.
+	for range 4 {
+		time.Sleep(600 * time.Millisecond)
+		s, err := used.NewSession()
+		if err != nil {
+			t.Fatalf("a connection in use was closed: %v", err)
+		}
+		s.Output("quser")
+	}
+}

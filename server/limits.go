@@ -31,6 +31,7 @@ type connState struct {
 	sessions int              // session channels open now
 	live     []*shell.Session // running admin sessions: a handful (max_sessions_per_connection)
 	probing  bool             // a keepalive is out and unanswered
+	unused   *time.Timer      // closes the connection when it has had no session for idle_timeout
 	slot     int              // the keepalive tick that probes it (keepalives)
 	missed   int              // keepalive intervals in a row without an answer
 
@@ -309,6 +310,7 @@ func (c *connState) closedConn() {
 	wasPending := c.pending
 	c.pending = false
 	c.stopGraceLocked()
+	c.stopUnusedLocked()
 	c.mu.Unlock()
 	if wasPending {
 		c.srv.releaseStartup(c)
@@ -332,8 +334,45 @@ func (c *connState) stopGraceLocked() {
 // connection's sessions ends.
 func (c *connState) endSession() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.sessions--
+	// A connection left without a session is closed after idle_timeout,
+	// as OpenSSH's UnusedConnectionTimeout does: it is not listed, so no
+	// admin could see or end it, and a client could hold thousands. A
+	// peer's pooled connection waits between relayed commands: it stays.
+	idle := c.srv.cfg.Load().Limits.IdleTimeout.Duration
+	if c.sessions == 0 && idle > 0 && c.v != nil && c.v.id.Peer == "" && c.unused == nil {
+		c.unused = time.AfterFunc(idle, c.closeUnused)
+	}
+}
+
+// stopUnusedLocked stops the unused-connection timer: a session opened,
+// or the connection closed.
+func (c *connState) stopUnusedLocked() {
+	if c.unused != nil {
+		c.unused.Stop()
+		c.unused = nil
+	}
+}
+
+// closeUnused closes the connection if it still has no session.
+func (c *connState) closeUnused() {
+	c.mu.Lock()
+	unused := c.sessions == 0
+	c.unused = nil
 	c.mu.Unlock()
+	if !unused {
+		return
+	}
+	c.netConn.Close()
+	s := c.srv
+	s.mu.Lock()
+	report := s.unusedCloses.count(true, time.Now())
+	s.mu.Unlock()
+	if report != nil {
+		s.log.Info("closed connections left without a session for idle_timeout",
+			"closed", report.n, "since", report.since.Format(time.RFC3339), "last_addr", c.remote.String())
+	}
 }
 
 // setIdentity binds the identity that VerifiedPublicKeyCallback decided.

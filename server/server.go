@@ -39,16 +39,17 @@ type Server struct {
 	cfg    atomic.Pointer[config.Config]
 	policy atomic.Pointer[keys.Policy]
 
-	mu          sync.Mutex
-	listeners   []net.Listener
-	conns       map[*connState]struct{}
-	connsDone   sync.WaitGroup // one for each connection in conns
-	startups    int            // connections not yet past their first session
-	perSource   map[string]int // the same, by source address
-	drops       batchedLine    // pending connections dropped at the caps
-	graceCloses batchedLine    // connections closed at the login grace
-	nextSlot    int            // the keepalive slot of the next connection
-	closing     bool
+	mu           sync.Mutex
+	listeners    []net.Listener
+	conns        map[*connState]struct{}
+	connsDone    sync.WaitGroup // one for each connection in conns
+	startups     int            // connections not yet past their first session
+	perSource    map[string]int // the same, by source address
+	drops        batchedLine    // pending connections dropped at the caps
+	graceCloses  batchedLine    // connections closed at the login grace
+	unusedCloses batchedLine    // connections closed for having had no session for idle_timeout
+	nextSlot     int            // the keepalive slot of the next connection
+	closing      bool
 
 	keepaliveOnce sync.Once // starts the one keepalive loop (limits.go)
 }
