@@ -323,10 +323,13 @@ func (c *connState) closedConn() {
 
 // stopGraceLocked stops the login grace and lets its timer go: a held
 // connection keeps no timer.
-func (c *connState) stopGraceLocked() {
-	if c.grace != nil {
-		c.grace.Stop()
-		c.grace = nil
+func (c *connState) stopGraceLocked() { stopTimer(&c.grace) }
+
+// stopTimer stops *t, if any, and lets it go.
+func stopTimer(t **time.Timer) {
+	if *t != nil {
+		(*t).Stop()
+		*t = nil
 	}
 }
 
@@ -348,12 +351,7 @@ func (c *connState) endSession() {
 
 // stopUnusedLocked stops the unused-connection timer: a session opened,
 // or the connection closed.
-func (c *connState) stopUnusedLocked() {
-	if c.unused != nil {
-		c.unused.Stop()
-		c.unused = nil
-	}
-}
+func (c *connState) stopUnusedLocked() { stopTimer(&c.unused) }
 
 // closeUnused closes the connection if it still has no session.
 func (c *connState) closeUnused() {
