@@ -180,7 +180,7 @@ func TestLogoffNowKillsAtOnce(t *testing.T) {
 		t.Fatal("the client is still connected")
 	}
 	if _, err := os.Stat(marker); err == nil {
-		t.Error("the shell ran its HUP trap: it got SIGHUP")
+		t.Errorf("the shell ran its HUP trap: it got SIGHUP\n%s", r.Stdout)
 	}
 	if left := sshdtest.PIDsOf(u.UID); len(left) > 0 {
 		t.Fatalf("processes remain: %v", left)

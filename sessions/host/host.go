@@ -711,9 +711,20 @@ func (s *Source) end(ctx context.Context, h session, id int, req sessions.Logoff
 func (s *Source) kill(h session, id int, report sessions.Reporter, remaining func() []handle,
 	rescan func() ([]handle, bool), wait func() error) error {
 	for round := 0; round < killRounds; round++ {
-		for _, p := range remaining() {
-			if err := signal(p, unix.SIGKILL); err != nil {
-				return err
+		// The login managers (sshd, the user's sshd-session that holds
+		// the terminal) are killed last: killing one hangs up the
+		// terminal, and the SIGHUP of that hangup would reach a shell
+		// not yet killed, which could run its HUP trap (seen under load):
+		// /now promises no SIGHUP.
+		left := remaining()
+		for _, managers := range []bool{false, true} {
+			for _, p := range left {
+				if isLoginManager(p.p.comm) != managers {
+					continue
+				}
+				if err := signal(p, unix.SIGKILL); err != nil {
+					return err
+				}
 			}
 		}
 		if err := wait(); err != nil {
