@@ -32,6 +32,7 @@ type connState struct {
 	live     []*shell.Session // running admin sessions: a handful (max_sessions_per_connection)
 	probing  bool             // a keepalive is out and unanswered
 	unused   *time.Timer      // closes the connection when it has had no session for idle_timeout
+	closed   bool             // the TCP connection has closed
 	slot     int              // the keepalive tick that probes it (keepalives)
 	missed   int              // keepalive intervals in a row without an answer
 
@@ -309,6 +310,7 @@ func (c *connState) closedConn() {
 	c.mu.Lock()
 	wasPending := c.pending
 	c.pending = false
+	c.closed = true
 	c.stopGraceLocked()
 	c.stopUnusedLocked()
 	c.mu.Unlock()
@@ -343,8 +345,11 @@ func (c *connState) endSession() {
 	// as OpenSSH's UnusedConnectionTimeout does: it is not listed, so no
 	// admin could see or end it, and a client could hold thousands. A
 	// peer's pooled connection waits between relayed commands: it stays.
+	// A session usually ends after its connection has closed (the client
+	// closes first): a timer armed then would never be stopped, and would
+	// hold the connection for idle_timeout.
 	idle := c.srv.cfg.Load().Limits.IdleTimeout.Duration
-	if c.sessions == 0 && idle > 0 && c.v != nil && c.v.id.Peer == "" && c.unused == nil {
+	if c.sessions == 0 && !c.closed && idle > 0 && c.v != nil && c.v.id.Peer == "" && c.unused == nil {
 		c.unused = time.AfterFunc(idle, c.closeUnused)
 	}
 }
