@@ -91,14 +91,13 @@ func (s *Server) openSession(cs *connState, conn *gossh.ServerConn, newChan goss
 		newChan.Reject(gossh.ResourceShortage, fmt.Sprintf("at most %d sessions per connection", limit))
 		return nil, nil
 	}
-	cs.sessions++
-	cs.stopUnusedLocked()
+	cs.openedSession()
 	cs.mu.Unlock()
 	cs.established(conn)
 
 	ch, reqs, err := newChan.Accept()
 	if err != nil {
-		cs.endSession()
+		cs.endSession(false)
 		return nil, nil
 	}
 	c := &channel{Channel: ch, srv: s, conn: cs, v: v}
@@ -126,7 +125,10 @@ func (c *channel) end() {
 	c.ended = true
 	c.cancel()
 	c.Close()
-	c.conn.endSession()
+	c.mu.Lock()
+	started := c.started
+	c.mu.Unlock()
+	c.conn.endSession(started)
 }
 
 // handle answers one request of the session channel. A panic ends this
@@ -267,6 +269,7 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) (func(), bool) 
 	c.started = true
 	pty := c.pty
 	c.mu.Unlock()
+	c.conn.startedSession()
 
 	if c.v.id.Peer != "" {
 		// A peer runs relayed commands only: no shell, no PTY, and it is

@@ -168,13 +168,7 @@ func TestConnectionsWithoutASessionAreClosedAfterIdleTimeout(t *testing.T) {
 	}
 	used := dial(t, addr, alice)
 	defer used.Close()
-	ended := make(chan error, 1)
-	go func() { ended <- unused.Wait() }()
-	select {
-	case <-ended:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a connection without a session is still open 5 s after a 1 s idle_timeout")
-	}
+	closedWithin(t, unused, 5*time.Second, "a connection without a session")
 	// The other connection opens sessions one after another, each
 	// within idle_timeout of the last, and is never closed.
 	for range 4 {
@@ -184,6 +178,37 @@ func TestConnectionsWithoutASessionAreClosedAfterIdleTimeout(t *testing.T) {
 			t.Fatalf("a connection in use was closed: %v", err)
 		}
 		s.Output("quser")
+	}
+}
+
+// A session channel that never starts a command or shell is listed
+// nowhere either: two of them (max_sessions_per_connection) held a
+// connection forever, past idle_timeout and the login grace (red team).
+func TestSessionChannelsThatRunNothingDoNotHoldAConnection(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, addr, alice := startServer(t, nil, priv, "limits: { idle_timeout: 1s, login_grace: 1s, max_sessions_per_connection: 2 }\n")
+	c := dial(t, addr, alice)
+	defer c.Close()
+	for range 2 {
+		ch, reqs, err := c.OpenChannel("session", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ch.Close()
+		go gossh.DiscardRequests(reqs)
+	}
+	closedWithin(t, c, 5*time.Second, "a connection whose session channels run nothing")
+}
+
+// closedWithin fails the test unless the server closes c within d.
+func closedWithin(t *testing.T, c *gossh.Client, d time.Duration, what string) {
+	t.Helper()
+	ended := make(chan error, 1)
+	go func() { ended <- c.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(d):
+		t.Fatalf("%s is still open %s after a 1 s idle_timeout", what, d)
 	}
 }
 

@@ -29,9 +29,10 @@ type connState struct {
 	sshConn  *gossh.ServerConn
 	v        *verified
 	sessions int              // session channels open now
+	running  int              // of those, the ones that started a command or shell
 	live     []*shell.Session // running admin sessions: a handful (max_sessions_per_connection)
 	probing  bool             // a keepalive is out and unanswered
-	unused   *time.Timer      // closes the connection when it has had no session for idle_timeout
+	unused   *time.Timer      // closes the connection when it has run no session for idle_timeout
 	closed   bool             // the TCP connection has closed
 	slot     int              // the keepalive tick that probes it (keepalives)
 	missed   int              // keepalive intervals in a row without an answer
@@ -336,32 +337,59 @@ func stopTimer(t **time.Timer) {
 }
 
 // endSession is called when a session channel that counted against the
-// connection's sessions ends.
-func (c *connState) endSession() {
+// connection's sessions ends; started says whether it had started.
+func (c *connState) endSession(started bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sessions--
-	// A connection left without a session is closed after idle_timeout,
-	// as OpenSSH's UnusedConnectionTimeout does: it is not listed, so no
-	// admin could see or end it, and a client could hold thousands. A
-	// peer's pooled connection waits between relayed commands: it stays.
-	// A session usually ends after its connection has closed (the client
-	// closes first): a timer armed then would never be stopped, and would
-	// hold the connection for idle_timeout.
+	if started {
+		c.running--
+	}
+	c.armUnusedLocked()
+}
+
+// openedSession counts a session channel just opened. A channel that
+// runs nothing is not a session anyone can see: the connection's unused
+// timer keeps running until a command or shell starts (startedSession).
+func (c *connState) openedSession() {
+	c.sessions++
+	c.armUnusedLocked()
+}
+
+// startedSession is called when a session channel starts its command or
+// shell: the connection is in use.
+func (c *connState) startedSession() {
+	c.mu.Lock()
+	c.running++
+	c.stopUnusedLocked()
+	c.mu.Unlock()
+}
+
+// armUnusedLocked arms the unused-connection timer if nothing runs on the
+// connection. A connection that runs no session is closed after
+// idle_timeout, as OpenSSH's UnusedConnectionTimeout does: it is not
+// listed, so no admin could see or end it, and a client could hold
+// thousands. Session channels that never start a command count as none
+// (else one such channel would hold the connection forever). A peer's
+// pooled connection waits between relayed commands: it stays.
+// A session usually ends after its connection has closed (the client
+// closes first): a timer armed then would never be stopped, and would
+// hold the connection for idle_timeout.
+func (c *connState) armUnusedLocked() {
 	idle := c.srv.cfg.Load().Limits.IdleTimeout.Duration
-	if c.sessions == 0 && !c.closed && idle > 0 && c.v != nil && c.v.id.Peer == "" && c.unused == nil {
+	if c.running == 0 && !c.closed && idle > 0 && c.v != nil && c.v.id.Peer == "" && c.unused == nil {
 		c.unused = time.AfterFunc(idle, c.closeUnused)
 	}
 }
 
-// stopUnusedLocked stops the unused-connection timer: a session opened,
+// stopUnusedLocked stops the unused-connection timer: a session started,
 // or the connection closed.
 func (c *connState) stopUnusedLocked() { stopTimer(&c.unused) }
 
-// closeUnused closes the connection if it still has no session.
+// closeUnused closes the connection if it still runs no session.
 func (c *connState) closeUnused() {
 	c.mu.Lock()
-	unused := c.sessions == 0
+	unused := c.running == 0
 	c.unused = nil
 	c.mu.Unlock()
 	if !unused {
