@@ -641,12 +641,15 @@ func (s *Source) end(ctx context.Context, h session, id int, req sessions.Logoff
 	// that forks and exits in a loop shows.
 	// A process the reading found counts even if it is gone before it
 	// could be held: it may have forked first.
+	// The reading must also be complete: one that may have missed a
+	// child born while it ran (readProcsComplete) proves nothing.
 	rescan := func() (fresh []handle, empty bool) {
 		ended := len(remaining()) == 0
-		fresh, foreign, found := s.newMembers(h, readProcs(s.proc), held)
+		procs, complete := readProcsComplete(s.proc)
+		fresh, foreign, found := s.newMembers(h, procs, held)
 		s.refuse(h, foreign, refused, report)
 		held = append(held, fresh...)
-		return fresh, ended && found == 0
+		return fresh, ended && found == 0 && complete
 	}
 	wait := func() error {
 		select {

@@ -155,29 +155,80 @@ func parseStat(data []byte) (*proc, bool) {
 
 // readProcs reads every process.
 func readProcs(root string) procTable {
+	t, _ := readProcsComplete(root)
+	return t
+}
+
+// readProcsComplete is readProcs, and reports whether the reading can
+// have missed no process born while it ran. A process listed at the start
+// may fork and end before it is read: its child, born after the listing,
+// is not in it, and a chain that forks and exits in a loop would slip
+// through every reading (a logoff would report its session ended while it
+// lives on). A child is born with a PID allocated since the listing
+// began: the PIDs allocated meanwhile (ns_last_pid) are read too, round
+// after round until one allocates none. Where the PIDs wrap, or the host
+// forks in every round, the reading is not complete.
+func readProcsComplete(root string) (procTable, bool) {
+	last, lastOK := lastPID(root)
 	d, err := os.Open(root)
 	if err != nil {
-		return procTable{}
+		return procTable{}, false
 	}
 	names, _ := d.Readdirnames(-1)
 	d.Close()
 	t := make(procTable, len(names))
 	var buf [1024]byte
-	for _, name := range names {
-		if name[0] < '0' || name[0] > '9' {
-			continue
-		}
-		pid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
+	add := func(pid int) {
 		// A zombie has ended: it belongs to no live session (and where
 		// PID 1 does not reap, it lingers with its old session id).
 		if p, ok := readProcBuf(root, pid, buf[:]); ok && p.state != 'Z' && p.state != 'X' {
 			t[pid] = p
 		}
 	}
-	return t
+	for _, name := range names {
+		if name[0] < '0' || name[0] > '9' {
+			continue
+		}
+		if pid, err := strconv.Atoi(name); err == nil {
+			add(pid)
+		}
+	}
+	if !lastOK {
+		// A kernel without ns_last_pid (CONFIG_CHECKPOINT_RESTORE): the
+		// reading is as good as it gets, and taking it as incomplete
+		// would make every logoff report survivors.
+		return t, true
+	}
+	for range 8 {
+		now, ok := lastPID(root)
+		switch {
+		case !ok || now < last || now-last > maxNewPIDs:
+			return t, false
+		case now == last:
+			return t, true
+		}
+		for pid := last + 1; pid <= now; pid++ {
+			if _, seen := t[pid]; !seen {
+				add(pid)
+			}
+		}
+		last = now
+	}
+	return t, false
+}
+
+// maxNewPIDs bounds the PIDs born during one reading that it reads one by
+// one; past it the reading is incomplete.
+const maxNewPIDs = 4096
+
+// lastPID reads the last PID the kernel allocated in this PID namespace.
+func lastPID(root string) (int, bool) {
+	data, err := os.ReadFile(filepath.Join(root, "sys/kernel/ns_last_pid"))
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	return n, err == nil
 }
 
 // sessionTree returns pid and the processes below it that are of the
