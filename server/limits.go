@@ -97,13 +97,7 @@ func (s *Server) accept(conn net.Conn) *connState {
 	}
 	grace := time.AfterFunc(cfg.Limits.LoginGrace.Duration, func() {
 		conn.Close()
-		s.mu.Lock()
-		report := s.graceCloses.count(true, time.Now())
-		s.mu.Unlock()
-		if report != nil {
-			s.log.Info("login grace time over; closed connections that had not authenticated",
-				"closed", report.n, "since", report.since.Format(time.RFC3339), "last_addr", c.remote.String())
-		}
+		s.closedFor(&s.graceCloses, "login grace time over; closed connections that had not authenticated", c)
 	})
 	c.mu.Lock()
 	c.grace = grace
@@ -396,13 +390,18 @@ func (c *connState) closeUnused() {
 		return
 	}
 	c.netConn.Close()
-	s := c.srv
+	c.srv.closedFor(&c.srv.unusedCloses, "closed connections left without a session for idle_timeout", c)
+}
+
+// closedFor counts a connection closed for one reason (line) and logs
+// msg when a line is due: one line per interval, so that a flood cannot
+// fill the disk through the server's log.
+func (s *Server) closedFor(line *batchedLine, msg string, c *connState) {
 	s.mu.Lock()
-	report := s.unusedCloses.count(true, time.Now())
+	report := line.count(true, time.Now())
 	s.mu.Unlock()
 	if report != nil {
-		s.log.Info("closed connections left without a session for idle_timeout",
-			"closed", report.n, "since", report.since.Format(time.RFC3339), "last_addr", c.remote.String())
+		s.log.Info(msg, "closed", report.n, "since", report.since.Format(time.RFC3339), "last_addr", c.remote.String())
 	}
 }
 
