@@ -141,7 +141,7 @@ func (s *Session) Run(ctx context.Context, exec bool, line string) {
 			s.env.Log.Error("panic recovered; the session ends", "admin", s.id.Name, "session", s.ID(),
 				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			io.WriteString(s.errOut, "tsadmin: internal error; the session ends\n")
-			s.ch.Exit(StatusInternal)
+			s.exit(StatusInternal)
 		}
 	}()
 	switch {
@@ -164,10 +164,18 @@ func (s *Session) exec(ctx context.Context, mode Mode, line string, stdout, stde
 	return s.env.Exec(ctx, s.caller(mode), line, stdout, stderr)
 }
 
+// exit leaves the listing, then sends the exit status: when the client
+// sees the status (`ssh host cmd` returns), the session is no longer
+// listed, and a listing run next does not show it.
+func (s *Session) exit(status int) {
+	s.row.Close()
+	s.ch.Exit(status)
+}
+
 // finish ends the session with status; when the command logged off the
 // caller's own session, the connection closes too.
 func (s *Session) finish(out Outcome, status int) {
-	s.ch.Exit(status)
+	s.exit(status)
 	if out.LoggedOff {
 		s.ch.Hangup()
 	}
@@ -202,7 +210,7 @@ func (s *Session) runScript(ctx context.Context) {
 		} else {
 			s.Notify("tsadmin: idle timeout; closing the session")
 		}
-		s.ch.Exit(status)
+		s.exit(status)
 	})
 	defer timer.Stop()
 	for {
@@ -271,7 +279,7 @@ func readScriptLine(r *bufio.Reader) (string, error) {
 func (s *Session) runInteractive(ctx context.Context) {
 	ed := newEditor(s, func() {
 		s.Notify("tsadmin: idle timeout; closing the session")
-		s.ch.Exit(StatusOK)
+		s.exit(StatusOK)
 	})
 	defer ed.stop()
 	s.mu.Lock()
