@@ -23,6 +23,7 @@ type bench struct {
 	opt     options
 	tmp     string     // scratch directory; cleanup removes it
 	signer  ssh.Signer // the client key that all three servers accept
+	keyFile string     // its private key, for the holders
 	pub     string     // its authorized_keys line
 	hostKey string     // the host key file that bare and sshd share
 
@@ -31,12 +32,13 @@ type bench struct {
 	// Figures from the held phase, a step per -held size; the load
 	// figures are on each server.
 	heldTsadmin, heldBare []heldStep
-	rate0                 float64 // tsadmin's one-shot conn/s with none held
+	rate0, bareRate0      float64 // one-shot conn/s with none held
 
-	// mu guards started, which cleanup may read from the signal handler
-	// while a server is being started.
+	// mu guards started and holders, which cleanup may read from the
+	// signal handler while a process is being started.
 	mu      sync.Mutex
 	started []*server
+	holders []*exec.Cmd
 }
 
 func newBench(opt options) (*bench, error) {
@@ -84,7 +86,7 @@ func (b *bench) run() error {
 
 	step(fmt.Sprintf("held: idle interactive sessions held in steps of %v; memory, query session and one-shot conn/s at each", b.opt.held))
 	b.heldTsadmin, b.rate0 = b.holdSteps(b.tsadmin)
-	b.heldBare, _ = b.holdSteps(b.bare)
+	b.heldBare, b.bareRate0 = b.holdSteps(b.bare)
 	b.printHeld()
 	b.printMachine()
 	return nil
@@ -99,12 +101,20 @@ func (b *bench) makeKeys() error {
 		return err
 	}
 	b.signer = signer
+	block, err := ssh.MarshalPrivateKey(priv, "bench client")
+	if err != nil {
+		return err
+	}
+	b.keyFile = filepath.Join(b.tmp, "client_key")
+	if err := os.WriteFile(b.keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		return err
+	}
 	b.pub = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
 	if err := os.WriteFile(filepath.Join(b.tmp, "client.pub"), []byte(b.pub+"\n"), 0o644); err != nil {
 		return err
 	}
 	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
-	block, err := ssh.MarshalPrivateKey(hostPriv, "bench")
+	block, err = ssh.MarshalPrivateKey(hostPriv, "bench")
 	if err != nil {
 		return err
 	}
@@ -127,6 +137,10 @@ func (b *bench) cleanup() {
 		}
 	}
 	b.started = nil
+	for _, h := range b.holders {
+		h.Process.Kill() // gone already after a whole run
+	}
+	b.holders = nil
 	os.RemoveAll(b.tmp)
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -13,48 +14,49 @@ import (
 
 // heldStep is what one step of the held phase measured on one server:
 // with held idle interactive sessions open (n were asked for), the RSS
-// growth per session since none were, and on tsadmin the server-side
-// time of query session and the one-shot conn/s with them present.
+// growth per session since none were, the one-shot conn/s with them
+// present (bare answers with as many rows as tsadmin's listing has), and
+// on tsadmin the server-side time of query session.
 type heldStep struct {
 	n, held   int
 	mem       float64       // KiB per held session
 	queryTook time.Duration // median, on the server; tsadmin only
-	rate      float64       // one-shot conn/s with them held; tsadmin only
+	rate      float64       // one-shot conn/s with them held
 }
 
 // holdSteps opens idle sessions on s up to each of the steps in turn,
 // keeping those already open, and measures at each; it closes them all at
-// the end. On tsadmin it first measures the one-shot conn/s with none held
-// (rate0), so that the ratios compare figures taken minutes apart at most.
+// the end; a child process holds them (hold.go). It first measures the
+// one-shot conn/s with none held (rate0), so that the ratios compare
+// figures taken minutes apart at most.
 func (b *bench) holdSteps(s *server) (steps []heldStep, rate0 float64) {
 	cfg := clientConfig(s, b.signer)
-	listing := s.audit != ""
-	if listing {
-		rate0 = b.oneShotRate(s, cfg)
-	}
+	rate0 = b.oneShotRate(s, cfg)
 	time.Sleep(500 * time.Millisecond)
 	before := rss(s.cmd.Process.Pid)
-	var clients []*ssh.Client
+	h, err := b.startHolder(s)
+	if err != nil {
+		step(fmt.Sprintf("%s: no sessions held: %v", s.name, err))
+		return nil, rate0
+	}
 	defer func() {
-		for _, c := range clients {
-			c.Close()
-		}
+		h.stop()
 		time.Sleep(time.Second)
 	}()
 	for _, n := range b.opt.held {
-		clients = append(clients, openMany(s.addr, cfg, n-len(clients))...)
+		held := h.hold(n)
 		time.Sleep(time.Second)
-		st := heldStep{n: n, held: len(clients)}
-		if len(clients) > 0 {
-			st.mem = float64(rss(s.cmd.Process.Pid)-before) / float64(len(clients))
+		st := heldStep{n: n, held: held}
+		if held > 0 {
+			st.mem = float64(rss(s.cmd.Process.Pid)-before) / float64(held)
 		}
-		if listing {
+		if s.audit != "" {
 			for range 20 {
 				oneCommand(s.addr, cfg, "query session")
 			}
 			st.queryTook = serverQueryTime(s.audit)
-			st.rate = b.oneShotRate(s, cfg)
 		}
+		st.rate = b.oneShotRate(s, cfg)
 		steps = append(steps, st)
 		select {
 		case <-s.done:

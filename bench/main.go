@@ -13,7 +13,8 @@
 // The files go by concern: flags.go (the command line), bench.go (one run
 // and its phases, start to cleanup), servers.go (starting the three
 // servers), load.go (the load generator), idle.go (idle sessions held in
-// steps: memory, query time, one-shot conn/s), proc.go (what is read from /proc), report.go (the
+// steps: memory, query time, one-shot conn/s), hold.go (the child process
+// that holds them), proc.go (what is read from /proc), report.go (the
 // printed table). One bench value holds a run's state and is passed
 // explicitly; nothing mutable lives at package level.
 package main
@@ -26,6 +27,9 @@ import (
 )
 
 func main() {
+	if runHolder() {
+		return
+	}
 	b, err := newBench(parseFlags(os.Args[0], os.Args[1:]))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
