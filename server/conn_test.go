@@ -95,36 +95,15 @@ func TestIdleSessionsCostFiveGoroutines(t *testing.T) {
 	if _, err := openShell(warm); err != nil {
 		t.Fatal(err)
 	}
-	block, err := gossh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := t.TempDir() + "/key"
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
 	const n = 50
 	before := settledGoroutines()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldSessionsHelper$")
-	cmd.Env = append(os.Environ(), "TSADMIN_HOLD="+addr+","+keyFile+","+strconv.Itoa(n))
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	release := func() {
-		stdin.Close() // the helper lets its sessions go when its input closes
-		cmd.Wait()
+	release := holdSessions(t, addr, priv, n)
+	defer func() {
+		release()
 		warm.Close()
 		// What stays is the keepalive loop.
 		waitGoroutines(idle + 1)
-	}
-	defer release()
-	if err := waitFor(stdout, "HELD"); err != nil {
-		t.Fatal(err)
-	}
+	}()
 	after := settledGoroutines()
 	perSession := float64(after-before) / n
 	t.Logf("goroutines: %d before, %d with %d idle interactive sessions: %.2f per session", before, after, n, perSession)
@@ -134,6 +113,40 @@ func TestIdleSessionsCostFiveGoroutines(t *testing.T) {
 	if perSession < 3 {
 		t.Errorf("%.2f goroutines per session: the sessions were not held", perSession)
 	}
+}
+
+// holdSessions has a child process (this test binary, in
+// TestHoldSessionsHelper) open n idle interactive sessions to addr with
+// key priv, and returns once they are open; release closes them and waits
+// for the child to end. The child's client connections are not counted in
+// this process's goroutines or memory.
+func holdSessions(t testing.TB, addr string, priv ed25519.PrivateKey, n int) (release func()) {
+	t.Helper()
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := t.TempDir() + "/key"
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldSessionsHelper$", "-test.bench=^$")
+	cmd.Env = append(os.Environ(), "TSADMIN_HOLD="+addr+","+keyFile+","+strconv.Itoa(n))
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	release = func() {
+		stdin.Close() // the helper lets its sessions go when its input closes
+		cmd.Wait()
+	}
+	if err := waitFor(stdout, "HELD"); err != nil {
+		release()
+		t.Fatal(err)
+	}
+	return release
 }
 
 // waitFor reads lines from r until one is want; the helper's other lines
@@ -149,8 +162,8 @@ func waitFor(r interface{ Read([]byte) (int, error) }, want string) error {
 	return fmt.Errorf("the helper ended without %s: %v", want, sc.Err())
 }
 
-// TestHoldSessionsHelper is not a test: run by
-// TestIdleSessionsCostFiveGoroutines as a child process, it opens the
+// TestHoldSessionsHelper is not a test: run by holdSessions as a child
+// process, it opens the
 // idle interactive sessions that the parent counts, says HELD, and holds
 // them until its standard input closes.
 func TestHoldSessionsHelper(t *testing.T) {
