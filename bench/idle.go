@@ -22,6 +22,7 @@ type heldStep struct {
 	mem       float64       // KiB per held session
 	queryTook time.Duration // median, on the server; tsadmin only
 	rate      float64       // one-shot conn/s with them held
+	bytes     int64         // a one-shot's output then
 }
 
 // holdSteps opens idle sessions on s up to each of the steps in turn,
@@ -31,7 +32,7 @@ type heldStep struct {
 // figures taken minutes apart at most.
 func (b *bench) holdSteps(s *server) (steps []heldStep, rate0 float64) {
 	cfg := clientConfig(s, b.signer)
-	rate0 = b.oneShotRate(s, cfg)
+	rate0, _ = b.oneShotRate(s, cfg)
 	time.Sleep(500 * time.Millisecond)
 	before := rss(s.cmd.Process.Pid)
 	h, err := b.startHolder(s)
@@ -56,7 +57,7 @@ func (b *bench) holdSteps(s *server) (steps []heldStep, rate0 float64) {
 			}
 			st.queryTook = serverQueryTime(s.audit)
 		}
-		st.rate = b.oneShotRate(s, cfg)
+		st.rate, st.bytes = b.oneShotRate(s, cfg)
 		steps = append(steps, st)
 		select {
 		case <-s.done:
@@ -68,11 +69,11 @@ func (b *bench) holdSteps(s *server) (steps []heldStep, rate0 float64) {
 }
 
 // oneShotRate is s's conn/s with one query session per connection, one
-// round of the load phase's size.
-func (b *bench) oneShotRate(s *server, cfg *ssh.ClientConfig) float64 {
+// round of the load phase's size, and the bytes each printed.
+func (b *bench) oneShotRate(s *server, cfg *ssh.ClientConfig) (float64, int64) {
 	var res result
 	load(s, cfg, b.opt.count, b.opt.concurrency, &res)
-	return res.rate()
+	return res.rate(), res.bytesPerConn()
 }
 
 // openIdle opens one interactive session (PTY and shell, input held open).

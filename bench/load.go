@@ -17,6 +17,7 @@ type result struct {
 	lat   []time.Duration
 	total time.Duration
 	conns int
+	bytes int64 // output received, over all connections
 	fails int
 	cpu   time.Duration
 }
@@ -35,6 +36,14 @@ func (r *result) pct(p int) time.Duration {
 	s := slices.Clone(r.lat)
 	slices.Sort(s)
 	return s[min(len(s)-1, len(s)*p/100)].Round(10 * time.Microsecond)
+}
+
+// bytesPerConn is the mean output of a connection's command.
+func (r *result) bytesPerConn() int64 {
+	if r.conns == 0 {
+		return 0
+	}
+	return r.bytes / int64(r.conns)
 }
 
 func (r *result) cpuPerConn() time.Duration {
@@ -61,7 +70,7 @@ func (b *bench) measureLoad() {
 func load(s *server, cfg *ssh.ClientConfig, n, c int, res *result) {
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup
-	var fails atomic.Int64
+	var fails, bytes atomic.Int64
 	lat := make([]time.Duration, 0, n)
 	var latMu sync.Mutex
 	cpu0 := cpuTime(s.cmd.Process.Pid)
@@ -72,10 +81,12 @@ func load(s *server, cfg *ssh.ClientConfig, n, c int, res *result) {
 			defer wg.Done()
 			for range jobs {
 				t0 := time.Now()
-				if err := oneCommand(s.addr, cfg, "query session"); err != nil {
+				n, err := oneCommand(s.addr, cfg, "query session")
+				if err != nil {
 					fails.Add(1)
 					continue
 				}
+				bytes.Add(n)
 				d := time.Since(t0)
 				latMu.Lock()
 				lat = append(lat, d)
@@ -94,6 +105,7 @@ func load(s *server, cfg *ssh.ClientConfig, n, c int, res *result) {
 	res.lat = append(res.lat, lat...)
 	res.total += took
 	res.conns += len(lat)
+	res.bytes += bytes.Load()
 	res.fails += int(fails.Load())
 	res.cpu += cpu
 	res.mu.Unlock()
@@ -106,19 +118,19 @@ func clientConfig(s *server, signer ssh.Signer) *ssh.ClientConfig {
 	}
 }
 
-// oneCommand opens a connection, runs cmd in one session, and fails if
-// it printed nothing. The output is counted, not kept: a client that
+// oneCommand opens a connection, runs cmd in one session, and returns
+// how many bytes it printed; it fails if it printed nothing. The output is counted, not kept: a client that
 // buffered 10,000 rows for each command would spend the cores the servers
 // are measured on.
-func oneCommand(addr string, cfg *ssh.ClientConfig, cmd string) error {
+func oneCommand(addr string, cfg *ssh.ClientConfig, cmd string) (int64, error) {
 	c, err := ssh.Dial("tcp", addr, cfg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer c.Close()
 	sess, err := c.NewSession()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer sess.Close()
 	var out byteCount
@@ -127,7 +139,7 @@ func oneCommand(addr string, cfg *ssh.ClientConfig, cmd string) error {
 	if err == nil && out == 0 {
 		err = fmt.Errorf("no output")
 	}
-	return err
+	return int64(out), err
 }
 
 // byteCount is an io.Writer that counts what it is given.

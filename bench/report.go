@@ -59,12 +59,12 @@ func (b *bench) printHeld() {
 			t.mem, targetHeldKiB, verdict(t.held == t.n && t.mem <= targetHeldKiB), bare.mem)
 		fmt.Printf("  query session on the server: median %s (target <= %s: %s)\n",
 			t.queryTook, targetQueryTook, verdict(t.held == t.n && t.queryTook > 0 && t.queryTook <= targetQueryTook))
-		fmt.Printf("  one-shot conn/s: %.0f, %.2f of none held (target >= %.1f: %s)\n",
-			t.rate, ratio, targetRateRatio, verdict(t.held == t.n && ratio >= targetRateRatio))
+		fmt.Printf("  one-shot conn/s: %.0f, %.2f of none held, %d KB each (target >= %.1f: %s)\n",
+			t.rate, ratio, t.bytes/1000, targetRateRatio, verdict(t.held == t.n && ratio >= targetRateRatio))
 		// The ceiling: the library answering with as many rows, so that
 		// the bytes moved (encrypted, copied, read) are the same.
-		fmt.Printf("  bare with a listing as long: %.0f, %.2f of its none held; tsadmin/bare %.2fx\n",
-			bare.rate, bareRatio, t.rate/max(bare.rate, 1))
+		fmt.Printf("  bare with a listing as long: %.0f, %.2f of its none held, %d KB each; tsadmin/bare %.2fx\n",
+			bare.rate, bareRatio, bare.bytes/1000, t.rate/max(bare.rate, 1))
 	}
 }
 
