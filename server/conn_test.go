@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -33,19 +34,29 @@ func dial(t testing.TB, addr string, key gossh.Signer) *gossh.Client {
 
 // openShell opens an interactive session (PTY + shell) that sends nothing.
 func openShell(c *gossh.Client) (*gossh.Session, error) {
+	s, _, err := startShell(c, true)
+	return s, err
+}
+
+// startShell opens an interactive session (with pty) or a script (without)
+// and returns its input, left open.
+func startShell(c *gossh.Client, pty bool) (*gossh.Session, io.WriteCloser, error) {
 	s, err := c.NewSession()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := s.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
-		return nil, err
+	if pty {
+		if err := s.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
+			return nil, nil, err
+		}
 	}
 	// Without a pipe, x/crypto sends EOF at once, and the shell ends as
 	// at Ctrl-D.
-	if _, err := s.StdinPipe(); err != nil {
-		return nil, err
+	in, err := s.StdinPipe()
+	if err != nil {
+		return nil, nil, err
 	}
-	return s, s.Shell()
+	return s, in, s.Shell()
 }
 
 // settledGoroutines waits for the goroutine count to stop moving (the

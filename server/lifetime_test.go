@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,13 +23,27 @@ type frozenConn struct {
 	thawed <-chan struct{} // closed: reads fail, so the client can end
 }
 
+// Read also holds what a read already under way when the connection
+// froze brings: the client sees nothing the server sent after the freeze.
 func (c *frozenConn) Read(p []byte) (int, error) {
-	select {
-	case <-c.frozen:
+	if c.isFrozen() {
 		<-c.thawed
 		return 0, io.EOF
+	}
+	n, err := c.Conn.Read(p)
+	if c.isFrozen() {
+		<-c.thawed
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+func (c *frozenConn) isFrozen() bool {
+	select {
+	case <-c.frozen:
+		return true
 	default:
-		return c.Conn.Read(p)
+		return false
 	}
 }
 
@@ -251,6 +267,121 @@ func TestAClosedConnectionKeepsNoTimer(t *testing.T) {
 				t.Fatalf("a connection closed %v, its unused timer armed %v, 5 s after the client closed", closed, armed)
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// A session ended by the idle timeout has left the listing when its exit
+// status is sent: from then on it runs nothing. A client that ignores the
+// exit status and the channel's close and goes on sending ran each line it
+// sent, as an admin no query session showed and no logoff could end
+// ("session N has already ended"): here a logoff of another admin's
+// session (red team).
+func TestASessionEndedByTheIdleTimeoutRunsNothingMore(t *testing.T) {
+	for _, mode := range []string{"script", "interactive"} {
+		t.Run(mode, func(t *testing.T) {
+			_, priv, _ := ed25519.GenerateKey(rand.Reader)
+			_, addr, alice := startServer(t, nil, priv, "limits: { idle_timeout: 1s }\n")
+
+			// The victim: an interactive session that stays busy (a
+			// Ctrl-C, which drops an empty line, now and then).
+			victim := dial(t, addr, alice)
+			defer victim.Close()
+			_, vin, err := startShell(victim, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			busy := make(chan struct{})
+			defer close(busy)
+			go func() {
+				for range 100 {
+					select {
+					case <-busy:
+						return
+					case <-time.After(200 * time.Millisecond):
+						vin.Write([]byte{3})
+					}
+				}
+			}()
+			ids := listedIDs(t, addr, alice, 1)
+			victimID := ids[0]
+
+			// The hostile client: its reads can be frozen, so that it
+			// never sees the exit status or the close, and goes on sending.
+			raw, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frozen, thawed := make(chan struct{}), make(chan struct{})
+			defer close(thawed)
+			fc := &frozenConn{Conn: raw, frozen: frozen, thawed: thawed}
+			cc, chans, reqs, err := gossh.NewClientConn(fc, addr, &gossh.ClientConfig{
+				User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(alice)},
+				HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hostile := gossh.NewClient(cc, chans, reqs)
+			defer hostile.Close()
+			_, hin, err := startShell(hostile, mode == "interactive")
+			if err != nil {
+				t.Fatal(err)
+			}
+			enter := "\n"
+			if mode == "interactive" {
+				enter = "\r"
+			}
+			ids = listedIDs(t, addr, alice, 2)
+			hostileID := ids[0] + ids[1] - victimID
+			close(frozen)
+
+			// The idle timeout ends the hostile session: it leaves the
+			// listing.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				if ids := listedIDs(t, addr, alice, -1); len(ids) == 1 && ids[0] == victimID {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("session %d is still listed 5 s after a 1 s idle timeout", hostileID)
+				}
+			}
+			if _, err := fmt.Fprintf(hin, "logoff %d%s", victimID, enter); err != nil {
+				t.Fatal(err)
+			}
+			ended := make(chan error, 1)
+			go func() { ended <- victim.Wait() }()
+			select {
+			case <-ended:
+				t.Fatalf("session %d, no longer listed, logged off session %d", hostileID, victimID)
+			case <-time.After(1500 * time.Millisecond):
+			}
+		})
+	}
+}
+
+// listedIDs returns the IDs of the shell sessions that query session
+// lists, other than the one that runs it, once there are want of them (or
+// at once, for want < 0).
+func listedIDs(t *testing.T, addr string, key gossh.Signer, want int) []int {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := run(t, addr, key, "query session")
+		if err != nil {
+			t.Fatalf("query session: %v %q", err, out)
+		}
+		var ids []int
+		for _, line := range strings.Split(out, "\n") {
+			var id int
+			if _, err := fmt.Sscanf(line, " ssh#%d", &id); err == nil {
+				ids = append(ids, id)
+			}
+		}
+		if want < 0 || len(ids) == want {
+			return ids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("query session lists %v, want %d sessions beside its own:\n%s", ids, want, out)
 		}
 	}
 }

@@ -87,7 +87,7 @@ func startServer(t testing.TB, extra sessions.Source, priv ed25519.PrivateKey, m
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	env := &shell.Env{Server: cfg.Name, Registry: reg, Shells: shells, Audit: auditLog, Log: log,
 		Policy: func() *keys.Policy { return srv.Policy() },
-		Idle:   func() time.Duration { return time.Minute }}
+		Idle:   func() time.Duration { return srv.Config().Limits.IdleTimeout.Duration }}
 	srv = New(Options{Config: cfg, Policy: policy, HostKey: hostKey, Audit: auditLog, Log: log, Env: env})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -63,6 +63,11 @@ type Session struct {
 	// resized is set); resizing is set while a goroutine gives it.
 	size              [2]int
 	resized, resizing bool
+	// exited is set when the session has left the listing and sent its
+	// exit status (exit); busy while one of its lines runs. The idle
+	// timeout ends a session only when no line runs (expire), and no
+	// line runs once it has ended (begin).
+	exited, busy bool
 }
 
 // NewSession registers a session of the identity id, connected from
@@ -168,8 +173,41 @@ func (s *Session) exec(ctx context.Context, mode Mode, line string, stdout, stde
 // sees the status (`ssh host cmd` returns), the session is no longer
 // listed, and a listing run next does not show it.
 func (s *Session) exit(status int) {
+	s.mu.Lock()
+	s.exited = true
+	s.mu.Unlock()
 	s.row.Close()
 	s.ch.Exit(status)
+}
+
+// begin is called before a line of a script or of the shell runs: it
+// reports false when the session has already ended, and the line must not
+// run. The idle timeout may have ended it while the line arrived, and a
+// client that ignores the exit status and the channel's close can go on
+// sending: a session that is no longer listed must not act. end is
+// called when the line has run.
+func (s *Session) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy = !s.exited
+	return s.busy
+}
+
+func (s *Session) end() {
+	s.mu.Lock()
+	s.busy = false
+	s.mu.Unlock()
+}
+
+// expire is called by the idle timer: it reports whether the session
+// ends now, which it does unless a line runs (the timer fired as the line
+// arrived) or it has already ended.
+func (s *Session) expire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ok := !s.busy && !s.exited
+	s.exited = s.exited || ok
+	return ok
 }
 
 // finish ends the session with status; when the command logged off the
@@ -201,6 +239,9 @@ func (s *Session) runScript(ctx context.Context) {
 	// (a logoff may wait out /delay).
 	idle := s.env.Idle()
 	timer := time.AfterFunc(idle, func() {
+		if !s.expire() {
+			return
+		}
 		status := int(sofar.Load())
 		if n := in.pending.Load(); n > 0 {
 			// A line that never ended is not run: the client may not
@@ -226,7 +267,11 @@ func (s *Session) runScript(ctx context.Context) {
 		if line == "" && err != nil {
 			break
 		}
+		if !s.begin() {
+			return // the idle timeout ended the session
+		}
 		last = s.exec(ctx, ModeScript, line, s.out, s.errOut)
+		s.end()
 		status = ScriptStatus(status, last.Status)
 		sofar.Store(int32(status))
 		if last.End || err != nil || ctx.Err() != nil {
@@ -278,6 +323,9 @@ func readScriptLine(r *bufio.Reader) (string, error) {
 // completion.
 func (s *Session) runInteractive(ctx context.Context) {
 	ed := newEditor(s, func() {
+		if !s.expire() {
+			return
+		}
 		s.Notify("tsadmin: idle timeout; closing the session")
 		s.exit(StatusOK)
 	})
@@ -306,8 +354,12 @@ func (s *Session) runInteractive(ctx context.Context) {
 			s.finish(last, InteractiveStatus(msg != ""))
 			return
 		}
+		if !s.begin() {
+			return // the idle timeout ended the session
+		}
 		ed.in.pause() // no idle timeout while a command runs
 		last = s.exec(ctx, ModeInteractive, line, out, out)
+		s.end()
 		ed.in.resume()
 		if last.End || ctx.Err() != nil {
 			break
