@@ -34,6 +34,10 @@ type channel struct {
 	mu      sync.Mutex
 	pty     *ptyRequest
 	started bool
+	// running is set while the channel counts as running on its
+	// connection: from its start to its exit status (Exit), or to its end
+	// if it ends without one.
+	running bool
 	env     int
 	// subsystems counts subsystem requests: one is refused and audited,
 	// another closes the channel.
@@ -125,10 +129,17 @@ func (c *channel) end() {
 	c.ended = true
 	c.cancel()
 	c.Close()
+	c.conn.endSession(c.stopRunning())
+}
+
+// stopRunning reports whether the channel counted as running, and stops
+// it counting.
+func (c *channel) stopRunning() bool {
 	c.mu.Lock()
-	started := c.started
-	c.mu.Unlock()
-	c.conn.endSession(started)
+	defer c.mu.Unlock()
+	was := c.running
+	c.running = false
+	return was
 }
 
 // handle answers one request of the session channel. A panic ends this
@@ -266,7 +277,7 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) (func(), bool) 
 		c.mu.Unlock()
 		return nil, false
 	}
-	c.started = true
+	c.started, c.running = true, true
 	pty := c.pty
 	c.mu.Unlock()
 	c.conn.startedSession()
@@ -327,9 +338,17 @@ func (w stderrWriter) Write(p []byte) (int, error) {
 const eofWait = 250 * time.Millisecond
 
 // Exit implements shell.Channel: it sends the exit status and closes the
-// channel, once.
+// channel, once. The channel then no longer keeps its connection in use:
+// a client that never answers the close would otherwise hold, with
+// nothing listed, a connection no admin can see or end (the unused
+// timer closes it after idle_timeout).
 func (c *channel) Exit(status int) {
 	c.exitOnce.Do(func() {
+		defer func() {
+			if c.stopRunning() {
+				c.conn.stoppedRunning()
+			}
+		}()
 		msg := struct{ Status uint32 }{uint32(status)}
 		c.SendRequest("exit-status", false, gossh.Marshal(&msg))
 		if c.lockWrites(eofWait) {

@@ -47,6 +47,24 @@ func (c *frozenConn) isFrozen() bool {
 	}
 }
 
+// dialFrozen opens an authenticated connection to addr whose reads stop
+// when frozen is closed and fail when thawed is.
+func dialFrozen(t *testing.T, addr string, key gossh.Signer, frozen, thawed <-chan struct{}) *gossh.Client {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, chans, reqs, err := gossh.NewClientConn(&frozenConn{Conn: raw, frozen: frozen, thawed: thawed}, addr, &gossh.ClientConfig{
+		User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(key)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gossh.NewClient(cc, chans, reqs)
+}
+
 // probing counts the server's connections with a keepalive out and
 // unanswered.
 func probing(s *Server) int {
@@ -83,20 +101,8 @@ func TestKeepalivesAreSpreadOverTheInterval(t *testing.T) {
 			c.Close()
 		}
 	}()
-	cfg := &gossh.ClientConfig{
-		User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(alice)},
-		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
-	}
 	for range n {
-		raw, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc, chans, reqs, err := gossh.NewClientConn(&frozenConn{Conn: raw, frozen: frozen, thawed: thawed}, addr, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := gossh.NewClient(cc, chans, reqs)
+		c := dialFrozen(t, addr, alice, frozen, thawed)
 		clients = append(clients, c)
 		if _, err := openShell(c); err != nil {
 			t.Fatal(err)
@@ -308,21 +314,9 @@ func TestASessionEndedByTheIdleTimeoutRunsNothingMore(t *testing.T) {
 
 			// The hostile client: its reads can be frozen, so that it
 			// never sees the exit status or the close, and goes on sending.
-			raw, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
 			frozen, thawed := make(chan struct{}), make(chan struct{})
 			defer close(thawed)
-			fc := &frozenConn{Conn: raw, frozen: frozen, thawed: thawed}
-			cc, chans, reqs, err := gossh.NewClientConn(fc, addr, &gossh.ClientConfig{
-				User: "x", Auth: []gossh.AuthMethod{gossh.PublicKeys(alice)},
-				HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			hostile := gossh.NewClient(cc, chans, reqs)
+			hostile := dialFrozen(t, addr, alice, frozen, thawed)
 			defer hostile.Close()
 			_, hin, err := startShell(hostile, mode == "interactive")
 			if err != nil {
@@ -382,6 +376,40 @@ func listedIDs(t *testing.T, addr string, key gossh.Signer, want int) []int {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("query session lists %v, want %d sessions beside its own:\n%s", ids, want, out)
+		}
+	}
+}
+
+// A session that has sent its exit status runs nothing, and no longer
+// keeps its connection in use: a client that never answers the channel's
+// close (its reads frozen here, before the command even starts) held a
+// connection with nothing listed, until keepalives gave up on it, or
+// forever if it answered them (red team).
+func TestAnEndedSessionDoesNotHoldItsConnection(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	srv, addr, alice := startServer(t, nil, priv, "limits: { idle_timeout: 1s }\n")
+	frozen, thawed := make(chan struct{}), make(chan struct{})
+	defer close(thawed)
+	client := dialFrozen(t, addr, alice, frozen, thawed)
+	defer client.Close()
+	ch, chReqs, err := client.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gossh.DiscardRequests(chReqs)
+	close(frozen)
+	if _, err := ch.SendRequest("exec", false, gossh.Marshal(struct{ Command string }{"query session"})); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		srv.mu.Lock()
+		n := len(srv.conns)
+		srv.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a connection whose only session sent its exit status is still open 5 s after a 1 s idle_timeout")
 		}
 	}
 }

@@ -331,14 +331,25 @@ func stopTimer(t **time.Timer) {
 }
 
 // endSession is called when a session channel that counted against the
-// connection's sessions ends; started says whether it had started.
-func (c *connState) endSession(started bool) {
+// connection's sessions ends; running says whether it still counted as
+// running (it started and sent no exit status).
+func (c *connState) endSession(running bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sessions--
-	if started {
+	if running {
 		c.running--
 	}
+	c.armUnusedLocked()
+}
+
+// stoppedRunning is called when a session channel that was running sent
+// its exit status: it stays open until the client answers the close, but
+// runs nothing.
+func (c *connState) stoppedRunning() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.running--
 	c.armUnusedLocked()
 }
 
