@@ -413,3 +413,66 @@ func TestAnEndedSessionDoesNotHoldItsConnection(t *testing.T) {
 		}
 	}
 }
+
+// The unused timer that fires as a session starts is stale: the session
+// stopped it too late, and by the time the fired timer took the lock, a
+// quick command could have run and sent its exit status, arming a new
+// timer. The stale one closed the connection at once (the admin's
+// ControlMaster lost its connection right after a command, idle_timeout
+// early), and left the new timer armed with no reference, so that no
+// session could stop it and the closed connection kept it (red team).
+// The interleaving is pinned by holding the connection's lock while the
+// timer fires; the start and the exit are what startedSession and
+// stoppedRunning do under it.
+func TestAStaleUnusedTimerDoesNotCloseAConnectionJustUsed(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	srv, addr, alice := startServer(t, nil, priv, "limits: { idle_timeout: 300ms }\n")
+	c := dial(t, addr, alice)
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Output("quser"); err != nil {
+		t.Fatal(err)
+	}
+	var cs *connState
+	srv.mu.Lock()
+	for k := range srv.conns {
+		cs = k
+	}
+	srv.mu.Unlock()
+	// The client may hear the close before the server has armed the
+	// timer (after the close it sent).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		cs.mu.Lock()
+		if cs.unused != nil {
+			break
+		}
+		cs.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("no unused timer after the session's exit status")
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // the timer fires and waits for the lock
+	cs.running++                       // a session starts as it fires (startedSession)
+	cs.stopUnusedLocked()
+	cs.running-- // and sends its exit status (stoppedRunning)
+	cs.armUnusedLocked()
+	cs.mu.Unlock()
+
+	ended := make(chan error, 1)
+	go func() { ended <- c.Wait() }()
+	select {
+	case <-ended:
+		t.Fatal("the stale unused timer closed a connection used a moment ago")
+	case <-time.After(150 * time.Millisecond):
+	}
+	closedWithin(t, c, 5*time.Second, "a connection unused since")
+	cs.mu.Lock()
+	armed := cs.unused != nil
+	cs.mu.Unlock()
+	if armed {
+		t.Fatal("the closed connection keeps its unused timer")
+	}
+}

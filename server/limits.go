@@ -383,7 +383,9 @@ func (c *connState) startedSession() {
 func (c *connState) armUnusedLocked() {
 	idle := c.srv.cfg.Load().Limits.IdleTimeout.Duration
 	if c.running == 0 && !c.closed && idle > 0 && c.v != nil && c.v.id.Peer == "" && c.unused == nil {
-		c.unused = time.AfterFunc(idle, c.closeUnused)
+		var t *time.Timer
+		t = time.AfterFunc(idle, func() { c.closeUnused(&t) })
+		c.unused = t
 	}
 }
 
@@ -391,9 +393,17 @@ func (c *connState) armUnusedLocked() {
 // or the connection closed.
 func (c *connState) stopUnusedLocked() { stopTimer(&c.unused) }
 
-// closeUnused closes the connection if it still runs no session.
-func (c *connState) closeUnused() {
+// closeUnused closes the connection if it still runs no session. *t is
+// the timer that fired, read under the lock (its arming held it): a timer
+// that fired as a session started was stopped too late, and may since
+// have been replaced (the session sent its exit status); stale, it does
+// nothing, and leaves the new one in place.
+func (c *connState) closeUnused(t **time.Timer) {
 	c.mu.Lock()
+	if c.unused != *t {
+		c.mu.Unlock()
+		return
+	}
 	unused := c.running == 0
 	c.unused = nil
 	c.mu.Unlock()
