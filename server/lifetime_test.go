@@ -65,6 +65,28 @@ func dialFrozen(t *testing.T, addr string, key gossh.Signer, frozen, thawed <-ch
 	return gossh.NewClient(cc, chans, reqs)
 }
 
+// connStates returns the server's connections.
+func connStates(s *Server) []*connState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cs []*connState
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// within fails the test unless cond becomes true within d; what says
+// what did not happen.
+func within(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s, %s later", what, d)
+		}
+	}
+}
+
 // probing counts the server's connections with a keepalive out and
 // unanswered.
 func probing(s *Server) int {
@@ -252,28 +274,16 @@ func TestAClosedConnectionKeepsNoTimer(t *testing.T) {
 		if err := s.Start("query session"); err != nil {
 			t.Fatal(err)
 		}
-		srv.mu.Lock()
-		for cs := range srv.conns {
-			seen = append(seen, cs)
-		}
-		srv.mu.Unlock()
+		seen = append(seen, connStates(srv)...)
 		s.Wait()
 		c.Close()
 	}
-	deadline := time.Now().Add(5 * time.Second)
 	for _, cs := range seen {
-		for {
+		within(t, 5*time.Second, "a connection the client closed is still open or keeps its unused timer", func() bool {
 			cs.mu.Lock()
-			closed, armed := cs.closed, cs.unused != nil
-			cs.mu.Unlock()
-			if closed && !armed {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("a connection closed %v, its unused timer armed %v, 5 s after the client closed", closed, armed)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			defer cs.mu.Unlock()
+			return cs.closed && cs.unused == nil
+		})
 	}
 }
 
@@ -332,14 +342,10 @@ func TestASessionEndedByTheIdleTimeoutRunsNothingMore(t *testing.T) {
 
 			// The idle timeout ends the hostile session: it leaves the
 			// listing.
-			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-				if ids := listedIDs(t, addr, alice, -1); len(ids) == 1 && ids[0] == victimID {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("session %d is still listed 5 s after a 1 s idle timeout", hostileID)
-				}
-			}
+			within(t, 5*time.Second, fmt.Sprintf("session %d is still listed after a 1 s idle timeout", hostileID), func() bool {
+				ids := listedIDs(t, addr, alice, -1)
+				return len(ids) == 1 && ids[0] == victimID
+			})
 			if _, err := fmt.Fprintf(hin, "logoff %d%s", victimID, enter); err != nil {
 				t.Fatal(err)
 			}
@@ -401,17 +407,9 @@ func TestAnEndedSessionDoesNotHoldItsConnection(t *testing.T) {
 	if _, err := ch.SendRequest("exec", false, gossh.Marshal(struct{ Command string }{"query session"})); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		srv.mu.Lock()
-		n := len(srv.conns)
-		srv.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a connection whose only session sent its exit status is still open 5 s after a 1 s idle_timeout")
-		}
-	}
+	within(t, 5*time.Second, "a connection whose only session sent its exit status is still open after a 1 s idle_timeout", func() bool {
+		return len(connStates(srv)) == 0
+	})
 }
 
 // The unused timer that fires as a session starts is stale: the session
@@ -436,12 +434,7 @@ func TestAStaleUnusedTimerDoesNotCloseAConnectionJustUsed(t *testing.T) {
 	if _, err := s.Output("quser"); err != nil {
 		t.Fatal(err)
 	}
-	var cs *connState
-	srv.mu.Lock()
-	for k := range srv.conns {
-		cs = k
-	}
-	srv.mu.Unlock()
+	cs := connStates(srv)[0]
 	// The client may hear the close before the server has armed the
 	// timer (after the close it sent).
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
