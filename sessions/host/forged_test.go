@@ -103,7 +103,9 @@ func markDead(t *testing.T, r Record) {
 // victimAt starts a process of user b, logged in as b with an audit
 // session of its own (as pam_loginuid makes a login), whose PID is pid:
 // as root, it sets the kernel's last PID just before forking, and retries
-// when another fork on the machine took the PID first.
+// when another fork on the machine took the PID first. It returns nil
+// when the PID is held by a process that lives on (a busy machine reused
+// it before the test could), so that the caller forges another record.
 func victimAt(t *testing.T, b sshdtest.User, pid int) *exec.Cmd {
 	t.Helper()
 	script := fmt.Sprintf(`echo %d >/proc/self/loginuid && exec "$@"`, b.UID)
@@ -122,9 +124,27 @@ func victimAt(t *testing.T, b sshdtest.User, pid int) *exec.Cmd {
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+			return nil
+		}
 	}
 	t.Fatalf("could not start a process with PID %d", pid)
 	return nil
+}
+
+// forgedOver forges a record of a (forgeRecord) and gives its PID to a
+// process of b (victimAt), forging again while another process on the
+// machine holds the PID.
+func forgedOver(t *testing.T, a, b sshdtest.User) (Record, *exec.Cmd) {
+	t.Helper()
+	for attempt := 0; attempt < 10; attempt++ {
+		rec := forgeRecord(t, a)
+		if victim := victimAt(t, b, int(rec.PID)); victim != nil {
+			return rec, victim
+		}
+	}
+	t.Fatal("every forged record's PID was taken by another process")
+	return Record{}, nil
 }
 
 // ownedBy waits until the process runs sleep as b (setpriv has run),
@@ -176,8 +196,7 @@ func TestForgedRecordOverAReusedPIDIsNotASession(t *testing.T) {
 	sshdtest.Require(t, "../..")
 	a := sshdtest.NewUser(t, "tsatk")
 	b := sshdtest.NewUser(t, "tsvic")
-	rec := forgeRecord(t, a)
-	victim := victimAt(t, b, int(rec.PID))
+	rec, victim := forgedOver(t, a, b)
 	vp := ownedBy(t, victim.Process.Pid, b, true)
 
 	var seen suspicions
