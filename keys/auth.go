@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -32,19 +33,26 @@ var ErrUnknownKey = errors.New("the key belongs to no admin")
 // revoked_keys. It has no side effects: it is safe to call for keys that
 // are only offered, and it must be called again once the key has signed.
 func (p *Policy) Authenticate(addr net.Addr, key ssh.PublicKey, now time.Time) (*Identity, error) {
-	if err := p.revoked.Check(key); err != nil {
-		return nil, err
-	}
-	if cert, ok := key.(*ssh.Certificate); ok && cert.CertType == ssh.HostCert {
-		return p.authenticatePeerCert(cert, now)
-	}
 	if cert, ok := key.(*ssh.Certificate); ok {
+		if err := p.revoked.Check(key); err != nil {
+			return nil, err
+		}
+		if cert.CertType == ssh.HostCert {
+			return p.authenticatePeerCert(cert, now)
+		}
 		return p.authenticateCert(addr, cert, now)
 	}
-	e := p.byKey[string(key.Marshal())]
+	// A plain key is marshalled once, not once for each look-up: the
+	// server authenticates each connection's key three times (offer,
+	// signature, session), and x/crypto marshals by reflection.
+	blob := key.Marshal()
+	if err := p.revoked.checkBlob(blob); err != nil {
+		return nil, err
+	}
+	e := p.byKey[string(blob)]
 	if e == nil {
-		if peer, ok := p.peers[string(key.Marshal())]; ok {
-			return &Identity{Peer: peer, Method: "peer", Fingerprint: ssh.FingerprintSHA256(key)}, nil
+		if peer, ok := p.peers[string(blob)]; ok {
+			return &Identity{Peer: peer, Method: "peer", Fingerprint: fingerprintBlob(blob)}, nil
 		}
 		return nil, ErrUnknownKey
 	}
@@ -53,9 +61,16 @@ func (p *Policy) Authenticate(addr net.Addr, key ssh.PublicKey, now time.Time) (
 	}
 	return &Identity{
 		Name: e.admin, Role: p.Admins[e.admin], Method: "key",
-		Fingerprint: ssh.FingerprintSHA256(key),
+		Fingerprint: fingerprintBlob(blob),
 		Grants:      Grants{PTY: !e.opts.noPTY},
 	}, nil
+}
+
+// fingerprintBlob is ssh.FingerprintSHA256 of the key whose wire form is
+// blob.
+func fingerprintBlob(blob []byte) string {
+	sum := sha256.Sum256(blob)
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
 // Vouched is what a relaying peer vouches for about the admin it relays:

@@ -39,3 +39,16 @@ func BenchmarkAuthenticatePeerCert(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAuthenticateKey is an admin's plain key, checked three times
+// on every connection (the offer, the signature, the session).
+func BenchmarkAuthenticateKey(b *testing.B) {
+	s := newSigner(b)
+	p := policy(b, "roles: { v: { logoff: [] } }\nadmins:\n  - { name: erin, role: v, keys: [\""+authorized(s)+"\"] }\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Authenticate(addr, s.PublicKey(), time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,8 +1,11 @@
 package keys
 
 import (
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"fmt"
 	"net"
 	"os"
@@ -255,5 +258,30 @@ func TestFirstRunDefaultTrustsTheRunningUsersKeys(t *testing.T) {
 	p = policy(t, fmt.Sprintf("roles: { v: { logoff: [] } }\nadmins:\n  - { name: x, role: v, keys: [%q] }\n", authorized(newSigner(t))))
 	if _, err := p.Authenticate(addr, a.PublicKey(), time.Now()); err == nil || p.Default {
 		t.Error("the running user's key is trusted although admins are configured")
+	}
+}
+
+// Authenticate names a plain key by the fingerprint OpenSSH and x/crypto
+// give it, whatever its type, though it computes it from the key's wire
+// form itself.
+func TestAuthenticateFingerprintsAsSSH(t *testing.T) {
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	for _, raw := range []any{ecKey, rsaKey, newSigner(t)} {
+		s, ok := raw.(ssh.Signer)
+		if !ok {
+			var err error
+			if s, err = ssh.NewSignerFromKey(raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := policy(t, fmt.Sprintf("roles: { v: { logoff: [] } }\nadmins:\n  - { name: erin, role: v, keys: [%q] }\n", authorized(s)))
+		id, err := p.Authenticate(addr, s.PublicKey(), time.Now())
+		if err != nil {
+			t.Fatalf("%s: %v", s.PublicKey().Type(), err)
+		}
+		if want := ssh.FingerprintSHA256(s.PublicKey()); id.Fingerprint != want {
+			t.Errorf("%s: fingerprint %s, want %s", s.PublicKey().Type(), id.Fingerprint, want)
+		}
 	}
 }

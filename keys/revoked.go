@@ -316,10 +316,7 @@ func (rv *Revocations) Check(key ssh.PublicKey) error {
 	}
 	cert, isCert := key.(*ssh.Certificate)
 	if !isCert {
-		if rv.blobRevoked(key.Marshal()) {
-			return fmt.Errorf("the key is %w (revoked_keys)", ErrRevoked)
-		}
-		return nil
+		return rv.checkBlob(key.Marshal())
 	}
 	switch {
 	case rv.blobRevoked(cert.Key.Marshal()):
@@ -340,6 +337,15 @@ func (rv *Revocations) Check(key ssh.PublicKey) error {
 		if cr.serialRevoked(cert.Serial) {
 			return fmt.Errorf("the certificate's serial %d is %w (revoked_keys)", cert.Serial, ErrRevoked)
 		}
+	}
+	return nil
+}
+
+// checkBlob refuses a plain key, given by its wire form, that is
+// revoked.
+func (rv *Revocations) checkBlob(blob []byte) error {
+	if rv != nil && rv.blobRevoked(blob) {
+		return fmt.Errorf("the key is %w (revoked_keys)", ErrRevoked)
 	}
 	return nil
 }
