@@ -20,6 +20,16 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
+// BenchmarkParsePlain is the usual line: no quote, escape or #.
+func BenchmarkParsePlain(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse("query session /server:WF12"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func benchRows(n int) []Row {
 	rows := make([]Row, n)
 	now := time.Now()

@@ -3,10 +3,13 @@ package shell
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/google/shlex"
 
 	"github.com/tsadmin-dev/tsadmin/sessions"
 )
@@ -299,4 +302,34 @@ func TestRelayedLineSplitsBack(t *testing.T) {
 			t.Errorf("%q relayed as %q: %+v", line, joinWords(replaceServer(cmd.Words, "WF13")), again)
 		}
 	}
+}
+
+// FuzzPlainWords checks Split's shortcut against shlex itself: a checked
+// line with no quote, escape or # splits into the same words either way.
+// Its seeds run with the tests; `go test -fuzz PlainWords ./shell`
+// searches further.
+func FuzzPlainWords(f *testing.F) {
+	for _, seed := range []string{
+		"", " ", "\t", "logoff 12", "  logoff\t\t12  /v ", "query session /server:*", "logoff \u00a012",
+		"logoff\u3000 12", "quser ålice /fo:json", "logoff 1 2 3", "a\tb c\t", "über\u2003user",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if strings.ContainsAny(line, shlexSpecial) || !utf8.ValidString(line) {
+			return
+		}
+		for _, r := range line {
+			if r != '\t' && (unicode.IsControl(r) || isFormatChar(r)) {
+				return
+			}
+		}
+		want, err := shlex.Split(line)
+		if err != nil {
+			t.Fatalf("%q: shlex: %v", line, err)
+		}
+		if got := plainWords(line); !slices.Equal(got, want) {
+			t.Fatalf("%q: plainWords %q, shlex %q", line, got, want)
+		}
+	})
 }
