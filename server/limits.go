@@ -514,7 +514,8 @@ type trackedConn struct {
 	// line is handed to x/crypto's own buffered reader next. Only reads
 	// of a few bytes read ahead, and only the handshake makes them: the
 	// buffer is dropped once empty, and an idle connection holds none.
-	ahead []byte
+	ahead    []byte
+	aheadBuf *[readAheadSize]byte // what ahead is a slice of, for readAheadPool
 }
 
 // readAheadSize bounds a read ahead: a version line (255 bytes at most)
@@ -523,22 +524,30 @@ const readAheadSize = 2048
 
 func (t *trackedConn) Read(p []byte) (int, error) {
 	if len(t.ahead) == 0 && len(p) < 16 {
-		buf := make([]byte, readAheadSize)
-		n, err := t.Conn.Read(buf)
+		buf := readAheadPool.Get().(*[readAheadSize]byte)
+		n, err := t.Conn.Read(buf[:])
 		if n == 0 {
+			readAheadPool.Put(buf)
 			return 0, err
 		}
-		t.ahead = buf[:n]
+		t.aheadBuf, t.ahead = buf, buf[:n]
 	}
 	if len(t.ahead) > 0 {
 		n := copy(p, t.ahead)
 		if t.ahead = t.ahead[n:]; len(t.ahead) == 0 {
-			t.ahead = nil
+			// Reads come one at a time (x/crypto's version exchange,
+			// then its read loop), so the drained buffer is no one's.
+			readAheadPool.Put(t.aheadBuf)
+			t.aheadBuf, t.ahead = nil, nil
 		}
 		return n, nil
 	}
 	return t.Conn.Read(p)
 }
+
+// readAheadPool keeps the read-ahead buffers between handshakes: one is
+// needed only for the few reads of a version line.
+var readAheadPool = sync.Pool{New: func() any { return new([readAheadSize]byte) }}
 
 func (t *trackedConn) Close() error {
 	err := t.Conn.Close()
