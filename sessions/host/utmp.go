@@ -69,11 +69,17 @@ func ReadFile(path string, size int) ([]Record, error) {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxUtmpBytes))
-	if err != nil {
+	// Sized to the file, read in one go: io.ReadAll would grow its
+	// buffer a step at a time, several times the file in garbage at
+	// every listing.
+	var buf bytes.Buffer
+	if st, err := f.Stat(); err == nil && st.Size() < maxUtmpBytes {
+		buf.Grow(int(st.Size()) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxUtmpBytes)); err != nil {
 		return nil, err
 	}
-	return Parse(data, size), nil
+	return Parse(buf.Bytes(), size), nil
 }
 
 // Parse decodes utmp records of the given size and returns the
