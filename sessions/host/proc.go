@@ -24,7 +24,11 @@ type proc struct {
 	cpu       uint64 // user and system CPU time (utime + stime), in clock ticks
 	comm      string
 	sessionID uint64 // kernel audit session id; noSession if unset
+	kthread   bool   // a kernel thread (PF_KTHREAD in stat's flags)
 }
+
+// pfKthread is the kernel's PF_KTHREAD process flag.
+const pfKthread = 0x00200000
 
 // procTable is one reading of /proc.
 type procTable map[int]*proc
@@ -49,6 +53,11 @@ func readProcBuf(root string, pid int, buf []byte) (*proc, bool) {
 		return nil, false
 	}
 	p.sessionID = noSession
+	// A kernel thread has no audit session: on a server, often half the
+	// processes, and a read each saved at every listing.
+	if p.kthread {
+		return p, true
+	}
 	if n, ok := readSmall(dir+"/sessionid", buf); ok {
 		if v, ok := parseUint(bytes.TrimSpace(buf[:n])); ok {
 			p.sessionID = v
@@ -138,6 +147,9 @@ func parseStat(data []byte) (*proc, bool) {
 		case 7:
 			v, _ := parseInt(f)
 			p.tty = uint64(uint32(v))
+		case 9:
+			v, _ := parseUint(f)
+			p.kthread = v&pfKthread != 0
 		case 14:
 			utime, _ = parseUint(f)
 		case 15:

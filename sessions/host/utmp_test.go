@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -157,6 +159,30 @@ func TestParseStatWithHostileCommandNames(t *testing.T) {
 	}
 	if _, ok := parseStat([]byte("garbage")); ok {
 		t.Fatal("garbage parsed")
+	}
+	if p.kthread {
+		t.Error("flags 0 read as a kernel thread")
+	}
+	// kthreadd's flags: PF_KTHREAD and others.
+	if p, ok := parseStat([]byte("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0")); !ok || !p.kthread {
+		t.Errorf("kthreadd's stat: %+v %v, want a kernel thread", p, ok)
+	}
+}
+
+// A kernel thread's sessionid is not read (it has no audit session); a
+// process's is.
+func TestKernelThreadsHaveNoAuditSession(t *testing.T) {
+	kthreadd, ok := readProc("/proc", 2)
+	if !ok || kthreadd.comm != "kthreadd" {
+		t.Skip("no kthreadd at PID 2 in this PID namespace")
+	}
+	if !kthreadd.kthread || kthreadd.sessionID != noSession {
+		t.Errorf("kthreadd: %+v, want a kernel thread with no audit session", kthreadd)
+	}
+	self, ok := readProc("/proc", os.Getpid())
+	want, err := os.ReadFile("/proc/self/sessionid")
+	if !ok || err != nil || self.kthread || strconv.FormatUint(self.sessionID, 10) != strings.TrimSpace(string(want)) {
+		t.Errorf("this process: %+v (%v), want its sessionid %q", self, err, want)
 	}
 }
 
