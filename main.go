@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -44,6 +45,7 @@ Flags:
   -check         check the configuration and the keys it names, then exit
   -version       print the version and exit
   -cpuprofile F  write a CPU profile (pprof) to F until the server stops
+  -memprofile F  write an allocation profile (pprof) to F when the server stops
 
 Files:
   config.yaml            the configuration; see the annotated sample
@@ -73,6 +75,7 @@ func main() {
 	check := flags.Bool("check", false, "")
 	showVersion := flags.Bool("version", false, "")
 	cpuProfile := flags.String("cpuprofile", "", "")
+	memProfile := flags.String("memprofile", "", "")
 	if err := flags.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -93,10 +96,28 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	if *memProfile != "" {
+		// Every allocation of a connection, not one in 512 KB: a
+		// connection allocates less than that.
+		runtime.MemProfileRate = 1
+		defer writeHeapProfile(log, *memProfile)
+	}
 	if err := run(log, *configPath, *check); err != nil {
 		pprof.StopCPUProfile()
 		log.Error(err.Error())
 		os.Exit(1)
+	}
+}
+
+// writeHeapProfile writes the allocation profile to path.
+func writeHeapProfile(log *slog.Logger, path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+	}
+	if err != nil {
+		log.Error("writing the allocation profile", "err", err)
 	}
 }
 

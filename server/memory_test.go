@@ -33,23 +33,42 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 // this process: the library's own cost of an idle session.
 func BenchmarkIdleSessionMemoryBare(b *testing.B) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	benchmarkIdleMemory(b, startBare(b, pub), priv)
+}
+
+// startBare starts, in this process, the bare gliderlabs/ssh server that
+// the bench compares tsadmin with (bench/bare): it accepts the one key
+// pub, holds a PTY session until the client goes, and answers a command
+// with a listing's header and row.
+func startBare(b *testing.B, pub ed25519.PublicKey) (addr string) {
 	allowed, _ := gossh.NewPublicKey(pub)
-	hostKey, _ := gossh.NewSignerFromKey(priv)
+	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
+	hostKey, _ := gossh.NewSignerFromKey(hostPriv)
 	srv := &gliderssh.Server{
 		HostSigners: []gliderssh.Signer{hostKey},
 		PublicKeyHandler: func(_ gliderssh.Context, key gliderssh.PublicKey) bool {
 			return gliderssh.KeysEqual(key, allowed)
 		},
-		Handler: func(s gliderssh.Session) { io.Copy(io.Discard, s) },
+		Handler: func(s gliderssh.Session) {
+			if _, _, isPty := s.Pty(); isPty {
+				io.Copy(io.Discard, s)
+				return
+			}
+			io.WriteString(s, bareListing)
+		},
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	go srv.Serve(l)
-	defer srv.Close()
-	benchmarkIdleMemory(b, l.Addr().String(), priv)
+	b.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
 }
+
+// bareListing is as long as tsadmin's `query session` with one session.
+const bareListing = " SESSIONNAME       USERNAME                 ID  STATE   TYPE        DEVICE\n" +
+	">ssh#1             alice                     1  Active  tsadmin     127.0.0.1\n"
 
 // benchmarkIdleMemory holds 1,000 idle interactive sessions on the server
 // at addr, which accepts priv, and reports what they keep.
