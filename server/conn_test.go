@@ -258,13 +258,22 @@ func TestSecondSessionAndRefusals(t *testing.T) {
 		}
 	}
 	// The connection still serves sessions after the refusals.
+	mustOutput(t, c, "help")
+}
+
+// mustOutput runs cmd in a new session on c and returns its output; no
+// output, or an error, fails the test.
+func mustOutput(t testing.TB, c *gossh.Client, cmd string) []byte {
+	t.Helper()
 	s, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := s.Output("help"); err != nil || len(out) == 0 {
-		t.Errorf("a session after the refusals: %v %q", err, out)
+	out, err := s.Output(cmd)
+	if err != nil || len(out) == 0 {
+		t.Fatalf("%s: %v %q", cmd, err, out)
 	}
+	return out
 }
 
 // BenchmarkConnection is what one connection costs: connect, authenticate,

@@ -203,13 +203,7 @@ func TestConnectionsWithoutASessionAreClosedAfterIdleTimeout(t *testing.T) {
 	_, addr, alice := startServer(t, nil, priv, "limits: { idle_timeout: 1s }\n")
 	unused := dial(t, addr, alice)
 	defer unused.Close()
-	s, err := unused.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := s.Output("query session"); err != nil || len(out) == 0 {
-		t.Fatalf("query session: %v", err)
-	}
+	mustOutput(t, unused, "query session")
 	used := dial(t, addr, alice)
 	defer used.Close()
 	closedWithin(t, unused, 5*time.Second, "a connection without a session")

@@ -293,6 +293,7 @@ func (s *Server) releaseStartup(c *connState) {
 }
 
 func (s *Server) releaseStartupLocked(c *connState) {
+	s.settle.note()
 	s.startups--
 	if s.perSource[c.source]--; s.perSource[c.source] <= 0 {
 		delete(s.perSource, c.source)
@@ -315,6 +316,9 @@ func (c *connState) closedConn() {
 	c.srv.mu.Lock()
 	delete(c.srv.conns, c)
 	c.srv.mu.Unlock()
+	if !wasPending { // a pending one was noted by releaseStartup
+		c.srv.settle.note()
+	}
 	c.srv.audit.Refused(c.remote.String(), &c.refusals)
 }
 

@@ -52,6 +52,7 @@ type Server struct {
 	closing      bool
 
 	keepaliveOnce sync.Once // starts the one keepalive loop (limits.go)
+	settle        *settler  // hands memory back after a burst of connections (settle.go)
 }
 
 // Options are what New needs beyond the config.
@@ -83,6 +84,11 @@ func New(o Options) *Server {
 		env: o.Env, relayed: o.Relayed,
 		conns: make(map[*connState]struct{}), perSource: make(map[string]int),
 	}
+	s.settle = newSettler(func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.startups > 0
+	})
 	s.cfg.Store(o.Config)
 	s.policy.Store(o.Policy)
 	return s

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"runtime/metrics"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// forcedGCs is how many collections were forced (debug.FreeOSMemory
+// forces one).
+func forcedGCs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// startSettling starts a server whose bursts are 6 connection events,
+// over after quiet.
+func startSettling(t *testing.T, quiet time.Duration) (st *settler, addr string, oneShot func()) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	srv, addr, alice := startServer(t, nil, priv, "")
+	st = srv.settle
+	st.mu.Lock()
+	st.burst, st.quiet = 6, quiet
+	st.mu.Unlock()
+	return st, addr, func() {
+		t.Helper()
+		runQuery(t, addr, alice)
+	}
+}
+
+// runQuery runs query session on a connection of its own.
+func runQuery(t *testing.T, addr string, key gossh.Signer) {
+	t.Helper()
+	c := dial(t, addr, key)
+	defer c.Close()
+	mustOutput(t, c, "query session")
+}
+
+// A burst of connections is followed by one settle, once it is over and
+// not before; fewer connections than a burst settle nothing.
+func TestABurstOfConnectionsSettlesOnceItIsOver(t *testing.T) {
+	st, _, oneShot := startSettling(t, 2*time.Second)
+	forced := forcedGCs()
+	// Six events and more (a handshake and a close each), each well
+	// within the quiet two seconds of the one before.
+	for range 5 {
+		oneShot()
+	}
+	if n := st.settles(); n != 0 {
+		t.Fatalf("%d settles while the connections went on", n)
+	}
+	within(t, 8*time.Second, "no settle after the burst", func() bool { return st.settles() == 1 })
+	if forcedGCs() == forced {
+		t.Error("the settle forced no collection")
+	}
+	oneShot()
+	time.Sleep(3 * time.Second)
+	if n := st.settles(); n != 1 {
+		t.Errorf("%d settles after a burst and one more connection, want 1", n)
+	}
+}
+
+// A connection still in its handshake keeps a burst from being over,
+// until it ends.
+func TestAHandshakeUnderWayDelaysTheSettle(t *testing.T) {
+	st, addr, oneShot := startSettling(t, 200*time.Millisecond)
+	pending, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pending.Close()
+	for range 3 {
+		oneShot()
+	}
+	// Past the quiet period, short of settleStuck of them.
+	time.Sleep(5 * 200 * time.Millisecond)
+	if n := st.settles(); n != 0 {
+		t.Fatalf("%d settles with a handshake under way", n)
+	}
+	pending.Close()
+	within(t, 5*time.Second, "no settle once the handshake ended", func() bool { return st.settles() == 1 })
+}
