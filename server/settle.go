@@ -41,17 +41,20 @@ type settler struct {
 	// called with mu held (it takes the server's lock, under which note
 	// is called).
 	busy func() bool
+	// free hands memory back: debug.FreeOSMemory, slowed in tests.
+	free func()
 
 	mu        sync.Mutex
 	events    int       // connection events since the last settle
 	last      time.Time // the latest event
 	timer     *time.Timer
 	notBefore time.Time // settleShare after the last settle
+	settling  bool      // a settle runs: notBefore is known only once it ends
 	settled   int       // settles done, for tests
 }
 
 func newSettler(busy func() bool) *settler {
-	return &settler{quiet: settleQuiet, burst: settleBurst, busy: busy}
+	return &settler{quiet: settleQuiet, burst: settleBurst, busy: busy, free: debug.FreeOSMemory}
 }
 
 // note counts a connection event (a handshake done, a connection
@@ -78,18 +81,25 @@ func (s *settler) fire() {
 		// logs in) holds the settle no longer.
 		wait = max(wait, s.quiet)
 	}
+	if s.settling {
+		// A burst that ended during a settle (a large heap takes a
+		// while) waits for it: two at once would be two full
+		// collections back to back, past the settleShare bound.
+		wait = max(wait, s.quiet)
+	}
 	if wait > 0 {
 		s.timer.Reset(wait)
 		s.mu.Unlock()
 		return
 	}
-	s.timer, s.events = nil, 0
+	s.timer, s.events, s.settling = nil, 0, true
 	s.mu.Unlock()
 	start := time.Now()
-	debug.FreeOSMemory()
+	s.free()
 	took := time.Since(start)
 	s.mu.Lock()
 	s.notBefore = time.Now().Add(settleShare * took)
+	s.settling = false
 	s.settled++
 	s.mu.Unlock()
 }

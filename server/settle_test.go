@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net"
 	"runtime/metrics"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,4 +86,37 @@ func TestAHandshakeUnderWayDelaysTheSettle(t *testing.T) {
 	}
 	pending.Close()
 	within(t, 5*time.Second, "no settle once the handshake ended", func() bool { return st.settles() == 1 })
+}
+
+// A burst that ends while a settle still runs (a large heap takes a
+// while) does not start a second one beside it: the next waits for the
+// first to end, and then for its settleShare.
+func TestSettlesDoNotOverlap(t *testing.T) {
+	st := newSettler(func() bool { return false })
+	st.burst, st.quiet = 1, 10*time.Millisecond
+	var running, most atomic.Int32
+	st.free = func() {
+		n := running.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(300 * time.Millisecond)
+		running.Add(-1)
+	}
+	defer func() {
+		st.mu.Lock()
+		if st.timer != nil {
+			st.timer.Stop()
+		}
+		st.mu.Unlock()
+	}()
+	st.note()
+	within(t, 5*time.Second, "the first settle did not start", func() bool { return running.Load() == 1 })
+	st.note() // a burst while it runs
+	time.Sleep(500 * time.Millisecond)
+	if n := most.Load(); n != 1 {
+		t.Errorf("%d settles ran at once", n)
+	}
+	if n := st.settles(); n != 1 {
+		t.Errorf("%d settles within 0.5 s of a burst, want 1 (the next waits %d times the first)", n, settleShare)
+	}
 }
