@@ -103,6 +103,7 @@ func (s *Server) Policy() *keys.Policy { return s.policy.Load() }
 // Shutdown tells every connected admin that the server is stopping, closes
 // their connections and stops accepting new ones.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.settle.stop()
 	s.mu.Lock()
 	s.closing = true
 	listeners := s.listeners

@@ -19,7 +19,8 @@ const (
 	// burst is over.
 	settleQuiet = 250 * time.Millisecond
 	// settleBurst is how many connection events (handshakes done,
-	// connections closed) make a burst worth a collection.
+	// connections closed) since the last settle make one worth a
+	// collection: a burst, or as many over a longer time.
 	settleBurst = 256
 	// settleShare bounds the time spent settling: after a settle that
 	// took d, the next waits settleShare*d at least (at 10,000 sessions
@@ -51,6 +52,7 @@ type settler struct {
 	notBefore time.Time // settleShare after the last settle
 	settling  bool      // a settle runs: notBefore is known only once it ends
 	settled   int       // settles done, for tests
+	stopped   bool      // the server shut down: no more settles
 }
 
 func newSettler(busy func() bool) *settler {
@@ -64,7 +66,7 @@ func (s *settler) note() {
 	defer s.mu.Unlock()
 	s.events++
 	s.last = time.Now()
-	if s.timer == nil && s.events >= s.burst {
+	if s.timer == nil && s.events >= s.burst && !s.stopped {
 		s.timer = time.AfterFunc(s.quiet, s.fire)
 	}
 }
@@ -87,6 +89,10 @@ func (s *settler) fire() {
 		// collections back to back, past the settleShare bound.
 		wait = max(wait, s.quiet)
 	}
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
 	if wait > 0 {
 		s.timer.Reset(wait)
 		s.mu.Unlock()
@@ -102,6 +108,17 @@ func (s *settler) fire() {
 	s.settling = false
 	s.settled++
 	s.mu.Unlock()
+}
+
+// stop lets the settler go: no settle runs after it (a server that
+// shuts down has nothing to hand back).
+func (s *settler) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.stopped = true
 }
 
 // settles reports how many settles have run.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"net"
@@ -118,5 +119,26 @@ func TestSettlesDoNotOverlap(t *testing.T) {
 	}
 	if n := st.settles(); n != 1 {
 		t.Errorf("%d settles within 0.5 s of a burst, want 1 (the next waits %d times the first)", n, settleShare)
+	}
+}
+
+// A server that shuts down settles no more: a burst it saw is not
+// followed by a collection.
+func TestNoSettleAfterShutdown(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	srv, addr, alice := startServer(t, nil, priv, "")
+	st := srv.settle
+	st.mu.Lock()
+	st.burst, st.quiet = 6, 300*time.Millisecond
+	st.mu.Unlock()
+	for range 3 {
+		runQuery(t, addr, alice)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+	time.Sleep(3 * 300 * time.Millisecond)
+	if n := st.settles(); n != 0 {
+		t.Errorf("%d settles after the shutdown", n)
 	}
 }

@@ -244,8 +244,9 @@ func isHelpOption(w string) bool {
 	return isOption(w) && w[1:] == "?"
 }
 
-// Split checks a line and splits it into words with google/shlex. It
-// refuses, as a *UsageError, everything that shlex would take in a way the
+// Split checks a line and splits it into words with google/shlex (a line
+// with no quote, backslash or #, the usual one, is split as shlex would
+// without it: plainWords). It refuses, as a *UsageError, everything that shlex would take in a way the
 // admin did not mean: invalid UTF-8 (shlex would make it U+FFFD), control
 // characters (a newline would join two commands), an unterminated quote or
 // trailing escape (shlex returns the words so far), and a # that starts a
