@@ -26,8 +26,8 @@ func parseFlags(name string, args []string) options {
 	var quick bool
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	fs.IntVar(&o.concurrency, "concurrency", 16, "concurrent clients")
-	fs.IntVar(&o.count, "count", 600, "connections per server per round")
-	fs.IntVar(&o.rounds, "rounds", 3, "rounds; the servers alternate within each")
+	fs.IntVar(&o.count, "count", 1000, "connections per server per round")
+	fs.IntVar(&o.rounds, "rounds", 8, "rounds; the servers alternate within each")
 	held := fs.String("held", "1000,10000", "idle interactive sessions held, ascending steps")
 	fs.BoolVar(&o.openssh, "openssh", true, "also measure OpenSSH with a ForceCommand script (for reference; slow on a loaded machine)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "have tsadmin write a CPU profile of the whole run to this file (go tool pprof -top)")

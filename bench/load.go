@@ -20,6 +20,9 @@ type result struct {
 	bytes int64 // output received, over all connections
 	fails int
 	cpu   time.Duration
+	// per round: conn/s and CPU per connection, to show the spread
+	roundRates []float64
+	roundCPU   []time.Duration
 }
 
 func (r *result) rate() float64 {
@@ -108,6 +111,10 @@ func load(s *server, cfg *ssh.ClientConfig, n, c int, res *result) {
 	res.bytes += bytes.Load()
 	res.fails += int(fails.Load())
 	res.cpu += cpu
+	if len(lat) > 0 {
+		res.roundRates = append(res.roundRates, float64(len(lat))/took.Seconds())
+		res.roundCPU = append(res.roundCPU, cpu/time.Duration(len(lat)))
+	}
 	res.mu.Unlock()
 }
 

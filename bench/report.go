@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -32,6 +33,18 @@ func (b *bench) printLoad() {
 	over := float64(ct-cb) / float64(max(cb, 1))
 	fmt.Printf("tsadmin/bare CPU per connection: %s vs %s, %+.1f%% (target within %.0f%%: %s)\n",
 		ct, cb, 100*over, 100*targetCPUSlack, verdict(cb > 0 && over <= targetCPUSlack))
+	// The spread of the rounds: how far one round's figure lands from
+	// the run's on this machine.
+	t, bare := &b.tsadmin.load, &b.bare.load
+	if n := min(len(t.roundRates), len(bare.roundRates)); n > 1 {
+		rates, cpus := make([]float64, n), make([]float64, n)
+		for i := range n {
+			rates[i] = t.roundRates[i] / bare.roundRates[i]
+			cpus[i] = 100 * (float64(t.roundCPU[i]) - float64(bare.roundCPU[i])) / float64(max(bare.roundCPU[i], 1))
+		}
+		fmt.Printf("  round by round: conn/s %.2fx to %.2fx, CPU per connection %+.1f%% to %+.1f%%\n",
+			slices.Min(rates), slices.Max(rates), slices.Min(cpus), slices.Max(cpus))
+	}
 	if b.openssh != nil {
 		to := b.tsadmin.load.rate() / b.openssh.load.rate()
 		fmt.Printf("tsadmin/OpenSSH conn/s: %.1fx (for reference)\n", to)
