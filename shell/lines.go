@@ -132,17 +132,15 @@ func (l *shellLines) write(w io.Writer, others []sessions.Session, src *sessions
 	return t.buf, t.finish()
 }
 
-// directRun is how long a piece of a run of lines must be to be written
-// from the kept lines as it lies, not copied into the chunk first: long
-// enough that a listing whose live sessions lie scattered between closed
-// ones still sends full chunks, not a short write per run.
-const directRun = tableChunk / 4
-
 // shellRuns adds the lines of v's live slots in [from, to), a run of
-// consecutive live slots at a time. A long run goes to the writer from
-// the kept lines themselves, a chunk's worth of whole lines per write
-// (the caller's line, which needs its >, goes through the chunk); a
-// short one is copied into the chunk with the lines around it.
+// consecutive live slots at a time. Every write but a listing's last is a
+// full chunk: each write is a packet and a wake-up of the client, so a
+// short one (a header, the caller's line, the end of a run) costs about
+// as much as a full one. A run longer than the room left in the chunk
+// plus a whole chunk tops the chunk up and sends it, then goes to the
+// writer from the kept lines themselves, a chunk's worth of whole lines
+// per write; what is left, less than a chunk, is copied into the chunk
+// with the lines around it, as a short run is.
 func (t *table) shellRuns(v *linesView, from, to, mine int) {
 	offs := v.offs
 	for i := from; i < to && t.err == nil; {
@@ -152,9 +150,12 @@ func (t *table) shellRuns(v *linesView, from, to, mine int) {
 			if start <= mine && mine < stop {
 				end = mine // the lines before the caller's
 			}
-			if offs[end]-offs[start] >= directRun {
-				t.flush()
-				for start < end && t.err == nil {
+			if room := cap(t.buf) - len(t.buf); offs[end]-offs[start] >= room+tableChunk {
+				if len(t.buf) > 0 {
+					start = t.copyLines(v, start, v.fit(start, end, room), mine)
+					t.flush()
+				}
+				for offs[end]-offs[start] >= tableChunk && t.err == nil {
 					k := max(v.fit(start, end, tableChunk), start+1)
 					t.write(v.lines[offs[start]:offs[k]], !v.badIn(start, k))
 					t.reusable += k - start
@@ -171,19 +172,26 @@ func (t *table) shellRuns(v *linesView, from, to, mine int) {
 				}
 				k++ // a line longer than a chunk (none is): it grows the chunk
 			}
-			at := len(t.buf)
-			t.buf = append(t.buf, v.lines[offs[start]:offs[k]]...)
-			if start <= mine && mine < k {
-				if p := at + offs[mine] - offs[start]; t.buf[p] == ' ' {
-					t.buf[p] = '>'
-				}
-			}
-			t.checked = t.checked && !v.badIn(start, k)
-			t.reusable += k - start
-			start = k
+			start = t.copyLines(v, start, k, mine)
 		}
 		i = stop
 	}
+}
+
+// copyLines copies the lines of the slots [start, k) into the chunk,
+// with the caller's > if its line is among them, and returns k.
+func (t *table) copyLines(v *linesView, start, k, mine int) int {
+	offs := v.offs
+	at := len(t.buf)
+	t.buf = append(t.buf, v.lines[offs[start]:offs[k]]...)
+	if start <= mine && mine < k {
+		if p := at + offs[mine] - offs[start]; t.buf[p] == ' ' {
+			t.buf[p] = '>'
+		}
+	}
+	t.checked = t.checked && !v.badIn(start, k)
+	t.reusable += k - start
+	return k
 }
 
 // fit returns the most slots from start, up to end, whose lines fit in

@@ -81,16 +81,33 @@ func execQuery(t *testing.T, env *Env, c Caller, w io.Writer) {
 // a line's end (the escaping printer cleans whole lines) and is at most a
 // chunk.
 type lineChecker struct {
-	t *testing.T
-	b bytes.Buffer
+	t     *testing.T
+	b     bytes.Buffer
+	sizes []int
 }
 
 func (c *lineChecker) Write(p []byte) (int, error) {
 	if len(p) > tableChunk || len(p) > 0 && p[len(p)-1] != '\n' {
 		c.t.Errorf("a write of %d bytes ending %q", len(p), p[max(len(p)-8, 0):])
 	}
+	c.sizes = append(c.sizes, len(p))
 	return c.b.Write(p)
 }
+
+// full checks that every write but the last was a full chunk, short of
+// less than a line: a short write costs a packet and a wake-up of the
+// client for a few lines.
+func (c *lineChecker) full(step int) {
+	c.t.Helper()
+	for i, n := range c.sizes[:max(len(c.sizes)-1, 0)] {
+		if n < tableChunk-maxLineBytes {
+			c.t.Fatalf("step %d: write %d of %d was %d bytes, not a full chunk (writes %v)", step, i+1, len(c.sizes), n, c.sizes)
+		}
+	}
+}
+
+// maxLineBytes bounds a line of the test's tables.
+const maxLineBytes = 256
 
 // After random adds and closes of shell sessions, with host sessions
 // between them by ID, the caller's own session among them or not, and
@@ -146,6 +163,7 @@ func TestShellLinesMatchFreshTableUnderChurn(t *testing.T) {
 		if got.b.String() != want {
 			t.Fatalf("step %d: query session\n%s\nwant\n%s", step, got.b.String(), want)
 		}
+		got.full(step)
 		if strings.ContainsAny(got.b.String(), "\x1b\x07") {
 			t.Fatal("a control character reached the client")
 		}
