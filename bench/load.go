@@ -68,6 +68,9 @@ func (b *bench) measureLoad() {
 	}
 }
 
+// afterRound is how long after a round its server's CPU time is read.
+const afterRound = 750 * time.Millisecond
+
 // load runs n connections to s, c at a time, each running query session
 // once, and adds what it measured to res.
 func load(s *server, cfg *ssh.ClientConfig, n, c int, res *result) {
@@ -103,6 +106,9 @@ func load(s *server, cfg *ssh.ClientConfig, n, c int, res *result) {
 	close(jobs)
 	wg.Wait()
 	took := time.Since(start)
+	// What the server does once the round is over is the round's too:
+	// tsadmin hands memory back 250 ms after a burst (server/settle.go).
+	time.Sleep(afterRound)
 	cpu := cpuTime(s.cmd.Process.Pid) - cpu0
 	res.mu.Lock()
 	res.lat = append(res.lat, lat...)
