@@ -2,6 +2,7 @@ package server
 
 import (
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"time"
 )
@@ -29,6 +30,11 @@ const (
 	// settleStuck is how many quiet periods with no connection event a
 	// handshake under way delays a settle.
 	settleStuck = 10
+	// settleWorth is how much heap a settle must be able to hand back:
+	// below it (a server of a few hundred sessions after a burst of
+	// one-shots), a full collection, and the page faults of the next
+	// burst on the memory handed back, cost more than they save.
+	settleWorth = 32 << 20
 )
 
 // settler runs the settle after each burst; its zero value is not ready,
@@ -44,6 +50,8 @@ type settler struct {
 	busy func() bool
 	// free hands memory back: debug.FreeOSMemory, slowed in tests.
 	free func()
+	// worth is settleWorth; tests lower it.
+	worth uint64
 
 	mu        sync.Mutex
 	events    int       // connection events since the last settle
@@ -56,7 +64,7 @@ type settler struct {
 }
 
 func newSettler(busy func() bool) *settler {
-	return &settler{quiet: settleQuiet, burst: settleBurst, busy: busy, free: debug.FreeOSMemory}
+	return &settler{quiet: settleQuiet, burst: settleBurst, busy: busy, free: debug.FreeOSMemory, worth: settleWorth}
 }
 
 // note counts a connection event (a handshake done, a connection
@@ -98,7 +106,12 @@ func (s *settler) fire() {
 		s.mu.Unlock()
 		return
 	}
-	s.timer, s.events, s.settling = nil, 0, true
+	s.timer, s.events = nil, 0
+	if reclaimable() < s.worth {
+		s.mu.Unlock()
+		return
+	}
+	s.settling = true
 	s.mu.Unlock()
 	start := time.Now()
 	s.free()
@@ -108,6 +121,20 @@ func (s *settler) fire() {
 	s.settling = false
 	s.settled++
 	s.mu.Unlock()
+}
+
+// reclaimable estimates what a collection now would hand back: the heap
+// objects beyond those live at the last collection, and the free heap
+// the runtime has kept.
+func reclaimable() uint64 {
+	m := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+	}
+	metrics.Read(m)
+	objects, live, free := m[0].Value.Uint64(), m[1].Value.Uint64(), m[2].Value.Uint64()
+	return max(objects, live) - live + free
 }
 
 // stop lets the settler go: no settle runs after it (a server that

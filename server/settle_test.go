@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"math"
 	"net"
+	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
 	"testing"
@@ -28,7 +31,7 @@ func startSettling(t *testing.T, quiet time.Duration) (st *settler, addr string,
 	srv, addr, alice := startServer(t, nil, priv, "")
 	st = srv.settle
 	st.mu.Lock()
-	st.burst, st.quiet = 6, quiet
+	st.burst, st.quiet, st.worth = 6, quiet, 0
 	st.mu.Unlock()
 	return st, addr, func() {
 		t.Helper()
@@ -94,7 +97,7 @@ func TestAHandshakeUnderWayDelaysTheSettle(t *testing.T) {
 // first to end, and then for its settleShare.
 func TestSettlesDoNotOverlap(t *testing.T) {
 	st := newSettler(func() bool { return false })
-	st.burst, st.quiet = 1, 10*time.Millisecond
+	st.burst, st.quiet, st.worth = 1, 10*time.Millisecond, 0
 	var running, most atomic.Int32
 	st.free = func() {
 		n := running.Add(1)
@@ -129,7 +132,7 @@ func TestNoSettleAfterShutdown(t *testing.T) {
 	srv, addr, alice := startServer(t, nil, priv, "")
 	st := srv.settle
 	st.mu.Lock()
-	st.burst, st.quiet = 6, 300*time.Millisecond
+	st.burst, st.quiet, st.worth = 6, 300*time.Millisecond, 0
 	st.mu.Unlock()
 	for range 3 {
 		runQuery(t, addr, alice)
@@ -142,3 +145,49 @@ func TestNoSettleAfterShutdown(t *testing.T) {
 		t.Errorf("%d settles after the shutdown", n)
 	}
 }
+
+// A burst whose garbage is less than settleWorth is not settled: a full
+// collection and the page faults after it would cost more than the
+// memory handed back.
+func TestLittleToHandBackIsNotSettled(t *testing.T) {
+	st, _, oneShot := startSettling(t, 100*time.Millisecond)
+	st.mu.Lock()
+	st.worth = math.MaxUint64
+	st.mu.Unlock()
+	for range 3 {
+		oneShot()
+	}
+	time.Sleep(5 * 100 * time.Millisecond)
+	st.mu.Lock()
+	n, armed := st.settled, st.timer != nil
+	st.mu.Unlock()
+	if n != 0 || armed {
+		t.Errorf("%d settles (timer armed: %v) with nothing worth handing back", n, armed)
+	}
+}
+
+// reclaimable counts the garbage a collection would free (a large live
+// heap lets it pile up: the next collection is due at twice the live
+// heap), and not what a collection has handed back.
+func TestReclaimableCountsGarbage(t *testing.T) {
+	live := make([][]byte, 96)
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+	}
+	debug.FreeOSMemory()
+	before := reclaimable()
+	for range 48 {
+		sink = make([]byte, 1<<20)
+	}
+	sink = nil
+	if got := reclaimable(); got < before+40<<20 {
+		t.Errorf("reclaimable %d MiB after 48 MiB of garbage beside 96 MiB live, %d MiB before", got>>20, before>>20)
+	}
+	debug.FreeOSMemory()
+	if got := reclaimable(); got >= 40<<20 {
+		t.Errorf("reclaimable %d MiB after the garbage was collected and handed back", got>>20)
+	}
+	runtime.KeepAlive(live)
+}
+
+var sink []byte
