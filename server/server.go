@@ -6,7 +6,7 @@
 // command to federation/. Each concern has its own file: conn.go (the accept loop
 // and the connection's goroutine), auth.go (who is this?), limits.go
 // (connection caps and the login grace), channel.go (the session channel
-// and its requests).
+// and its requests), settle.go (memory handed back after a burst).
 package server
 
 import (
