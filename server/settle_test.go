@@ -191,3 +191,30 @@ func TestReclaimableCountsGarbage(t *testing.T) {
 }
 
 var sink []byte
+
+// A settle skipped for having too little to hand back leaves the settler
+// ready for the next burst: no timer armed, no events counted, so a later
+// burst worth a collection still gets one.
+func TestSkippedSettleLeavesTheNextBurstSettled(t *testing.T) {
+	st := newSettler(func() bool { return false })
+	st.burst, st.quiet, st.worth = 2, 10*time.Millisecond, math.MaxUint64
+	var freed atomic.Int32
+	st.free = func() { freed.Add(1) }
+	defer st.stop()
+	st.note()
+	st.note()
+	within(t, 5*time.Second, "the burst was not looked at", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.timer == nil && st.events == 0
+	})
+	if n := freed.Load(); n != 0 {
+		t.Fatalf("%d settles with nothing worth handing back", n)
+	}
+	st.mu.Lock()
+	st.worth = 0
+	st.mu.Unlock()
+	st.note()
+	st.note()
+	within(t, 5*time.Second, "the next burst was not settled", func() bool { return st.settles() == 1 })
+}

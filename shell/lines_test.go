@@ -334,3 +334,136 @@ func listRepeatedly(env *Env, c Caller, want map[int]string) error {
 	}
 	return nil
 }
+
+// A run of kept lines exactly as long as the room left plus a chunk, or a
+// byte either side, with the caller's line at the first or last slot, at
+// the chunk boundary or not there, is written byte for byte, and every
+// write but the last is a full chunk.
+func TestShellRunsAtChunkBoundaries(t *testing.T) {
+	src := sessions.NewShellSource(sessions.NewRegistry())
+	for range 1200 {
+		src.Add("bob", "x", nopShellControl{})
+	}
+	slots := src.Slots()
+	var h table
+	h.start(io.Discard, VerbQuerySession, false, 0, nil)
+	hdr := len(h.buf)
+	for x := 1; x <= 130; x++ {
+		for _, extra := range []int{-64, -1, 0, 1, 64} {
+			total := 2*tableChunk - hdr + extra
+			n := 1 + (total-x)/64
+			if (total-x)%64 != 0 {
+				continue
+			}
+			lens := []int{x}
+			for range n - 1 {
+				lens = append(lens, 64)
+			}
+			for _, mine := range []int{-1, 0, 1, n / 2, n - 2, n - 1, n, (tableChunk - hdr - x) / 64, (tableChunk-hdr-x)/64 + 1} {
+				v := linesView{slots: slots, offs: []int{0}}
+				for i := range slots.IDs {
+					if i < len(lens) {
+						v.lines = append(v.lines, ' ')
+						v.lines = append(v.lines, bytes.Repeat([]byte("a"), lens[i]-2)...)
+						v.lines = append(v.lines, '\n')
+					}
+					v.offs = append(v.offs, len(v.lines))
+				}
+				var got rawChecker
+				var tb table
+				tb.start(EscapeWriter(&got), VerbQuerySession, false, 0, nil)
+				want := append([]byte(nil), tb.buf...)
+				tb.shellRuns(&v, 0, len(lens), mine)
+				tb.finish()
+				for i := range lens {
+					l := v.lines[v.offs[i]:v.offs[i+1]]
+					if i == mine {
+						want = append(want, '>')
+						l = l[1:]
+					}
+					want = append(want, l...)
+				}
+				if !bytes.Equal(got.b.Bytes(), want) {
+					t.Fatalf("x=%d extra=%d mine=%d: differs", x, extra, mine)
+				}
+				for i, s := range got.sizes[:len(got.sizes)-1] {
+					if s > tableChunk || s < tableChunk-64 {
+						t.Fatalf("x=%d extra=%d mine=%d: write %d of %v", x, extra, mine, i, got.sizes)
+					}
+				}
+			}
+		}
+	}
+}
+
+// rawChecker records a table's writes as they come.
+type rawChecker struct {
+	b     bytes.Buffer
+	sizes []int
+}
+
+func (c *rawChecker) Write(p []byte) (int, error) {
+	c.sizes = append(c.sizes, len(p))
+	return c.b.Write(p)
+}
+
+func TestRT4Exact(t *testing.T) {
+	src := sessions.NewShellSource(sessions.NewRegistry())
+	for range 1200 {
+		src.Add("bob", "x", nopShellControl{})
+	}
+	slots := src.Slots()
+	var h table
+	h.start(io_discard{}, VerbQuerySession, false, 0, nil)
+	hdr := len(h.buf)
+	for x := 1; x <= 130; x++ {
+		for _, extra := range []int{-64, -1, 0, 1, 64} {
+			total := 2*tableChunk - hdr + extra
+			n := 1 + (total-x)/64
+			if (total-x)%64 != 0 {
+				continue
+			}
+			lens := []int{x}
+			for range n - 1 {
+				lens = append(lens, 64)
+			}
+			for _, mine := range []int{-1, 0, 1, n / 2, n - 2, n - 1, n, (tableChunk - hdr - x) / 64, (tableChunk-hdr-x)/64 + 1} {
+				v := linesView{slots: slots, offs: []int{0}}
+				for i := range slots.IDs {
+					if i < len(lens) {
+						v.lines = append(v.lines, ' ')
+						v.lines = append(v.lines, bytes.Repeat([]byte("a"), lens[i]-2)...)
+						v.lines = append(v.lines, '\n')
+					}
+					v.offs = append(v.offs, len(v.lines))
+				}
+				var got rawChecker
+				var tb table
+				tb.start(EscapeWriter(&got), VerbQuerySession, false, 0, nil)
+				want := append([]byte(nil), tb.buf...)
+				tb.shellRuns(&v, 0, len(lens), mine)
+				tb.finish()
+				for i := range lens {
+					l := v.lines[v.offs[i]:v.offs[i+1]]
+					if i == mine {
+						want = append(want, '>')
+						l = l[1:]
+					}
+					want = append(want, l...)
+				}
+				if !bytes.Equal(got.b.Bytes(), want) {
+					t.Fatalf("x=%d extra=%d mine=%d: differs", x, extra, mine)
+				}
+				for i, s := range got.sizes[:len(got.sizes)-1] {
+					if s > tableChunk || s < tableChunk-64 {
+						t.Fatalf("x=%d extra=%d mine=%d: write %d of %v", x, extra, mine, i, got.sizes)
+					}
+				}
+			}
+		}
+	}
+}
+
+type io_discard struct{}
+
+func (io_discard) Write(p []byte) (int, error) { return len(p), nil }
