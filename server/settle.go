@@ -82,7 +82,9 @@ func (s *settler) note() {
 // fire settles if the burst is over and the last settle long enough ago,
 // else waits until then.
 func (s *settler) fire() {
-	busy := s.busy()
+	// Both read outside mu: busy takes the server's lock, and note,
+	// called under it, must never wait on a metrics read.
+	busy, freeable := s.busy(), reclaimable()
 	s.mu.Lock()
 	wait := max(s.quiet-time.Since(s.last), time.Until(s.notBefore))
 	if busy && time.Since(s.last) < settleStuck*s.quiet {
@@ -107,7 +109,7 @@ func (s *settler) fire() {
 		return
 	}
 	s.timer, s.events = nil, 0
-	if reclaimable() < s.worth {
+	if freeable < s.worth {
 		s.mu.Unlock()
 		return
 	}

@@ -195,7 +195,8 @@ func (t *table) copyLines(v *linesView, start, k, mine int) int {
 }
 
 // fit returns the most slots from start, up to end, whose lines fit in
-// room bytes (at least one slot when start < end).
+// room bytes: start itself when not even the first fits (the callers
+// then take one line, or flush first).
 func (v *linesView) fit(start, end, room int) int {
 	k, exact := slices.BinarySearch(v.offs[start:end+1], v.offs[start]+room)
 	if !exact {
