@@ -3,14 +3,14 @@ package server
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"io"
 	"net"
 	"runtime"
 	"runtime/metrics"
 	"testing"
 
-	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tsadmin-dev/tsadmin/internal/bare"
 )
 
 // BenchmarkIdleSessionMemory reports what an idle interactive session
@@ -28,35 +28,21 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 }
 
 // BenchmarkIdleSessionMemoryBare is the same figure for the bare
-// gliderlabs/ssh server that the bench compares tsadmin with (bench/bare:
-// it accepts one key and holds a PTY session until the client goes), in
-// this process: the library's own cost of an idle session.
+// gliderlabs/ssh server that the bench compares tsadmin with (startBare),
+// in this process: the library's own cost of an idle session.
 func BenchmarkIdleSessionMemoryBare(b *testing.B) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	benchmarkIdleMemory(b, startBare(b, pub), priv)
 }
 
 // startBare starts, in this process, the bare gliderlabs/ssh server that
-// the bench compares tsadmin with (bench/bare): it accepts the one key
-// pub, holds a PTY session until the client goes, and answers a command
-// with a listing's header and row.
+// the bench compares tsadmin with (internal/bare, which bench/bare runs),
+// accepting the one key pub.
 func startBare(b *testing.B, pub ed25519.PublicKey) (addr string) {
 	allowed, _ := gossh.NewPublicKey(pub)
 	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
 	hostKey, _ := gossh.NewSignerFromKey(hostPriv)
-	srv := &gliderssh.Server{
-		HostSigners: []gliderssh.Signer{hostKey},
-		PublicKeyHandler: func(_ gliderssh.Context, key gliderssh.PublicKey) bool {
-			return gliderssh.KeysEqual(key, allowed)
-		},
-		Handler: func(s gliderssh.Session) {
-			if _, _, isPty := s.Pty(); isPty {
-				io.Copy(io.Discard, s)
-				return
-			}
-			io.WriteString(s, bareListing)
-		},
-	}
+	srv := bare.New(allowed, hostKey)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -65,10 +51,6 @@ func startBare(b *testing.B, pub ed25519.PublicKey) (addr string) {
 	b.Cleanup(func() { srv.Close() })
 	return l.Addr().String()
 }
-
-// bareListing is as long as tsadmin's `query session` with one session.
-const bareListing = " SESSIONNAME       USERNAME                 ID  STATE   TYPE        DEVICE\n" +
-	">ssh#1             alice                     1  Active  tsadmin     127.0.0.1\n"
 
 // benchmarkIdleMemory holds 1,000 idle interactive sessions on the server
 // at addr, which accepts priv, and reports what they keep.

@@ -1,0 +1,64 @@
+// Package bare is the benchmark's ceiling: a gliderlabs/ssh server that
+// accepts one public key and answers any command with a listing's bytes,
+// a header and a row per session it holds, its caller's included. It is
+// what anything built on the library must pay at least, for the same
+// output. bench/bare runs it as a process; the server package's
+// benchmarks run it in theirs.
+package bare
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	gliderssh "github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// New returns the server: it accepts allowed only, holds an interactive
+// (PTY) session until the client goes, and answers a command with a
+// listing of the sessions it holds and the caller's.
+func New(allowed gossh.PublicKey, hostKey gossh.Signer) *gliderssh.Server {
+	var held atomic.Int64
+	return &gliderssh.Server{
+		HostSigners: []gliderssh.Signer{hostKey},
+		PublicKeyHandler: func(_ gliderssh.Context, key gliderssh.PublicKey) bool {
+			return gliderssh.KeysEqual(key, allowed)
+		},
+		Handler: func(s gliderssh.Session) {
+			if _, _, isPty := s.Pty(); isPty {
+				// An idle interactive session: hold it until the client goes.
+				held.Add(1)
+				defer held.Add(-1)
+				io.Copy(io.Discard, s)
+				return
+			}
+			s.Write(listing(int(held.Load()) + 1))
+		},
+	}
+}
+
+// The last listing built, for its row count: the rows change only when
+// the held sessions do, and building 10,000 is not the ceiling's cost.
+var (
+	listingMu   sync.Mutex
+	listingRows = -1
+	listingText []byte
+)
+
+// listing is a header and n rows as wide as tsadmin's `query session`
+// rows (78 bytes with a two-digit ID), so that the ceiling moves the
+// bytes tsadmin does.
+func listing(n int) []byte {
+	listingMu.Lock()
+	defer listingMu.Unlock()
+	if n != listingRows {
+		b := []byte(" SESSIONNAME       USERNAME                 ID  STATE   TYPE        DEVICE\n")
+		for i := 1; i <= n; i++ {
+			b = fmt.Appendf(b, " %-17s %-24s %2d  %-6s  %-10s  %s\n", fmt.Sprintf("ssh#%d", i), "bench", i, "Active", "tsadmin", "127.0.0.1")
+		}
+		listingRows, listingText = n, b
+	}
+	return listingText
+}
