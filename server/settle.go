@@ -86,8 +86,13 @@ func (s *settler) fire() {
 	// called under it, must never wait on a metrics read.
 	busy, freeable := s.busy(), reclaimable()
 	s.mu.Lock()
-	wait := max(s.quiet-time.Since(s.last), time.Until(s.notBefore))
-	if busy && time.Since(s.last) < settleStuck*s.quiet {
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	since := time.Since(s.last)
+	wait := max(s.quiet-since, time.Until(s.notBefore))
+	if busy && since < settleStuck*s.quiet {
 		// Handshakes under way; one that has made no progress for
 		// settleStuck quiet periods (a client that connects and never
 		// logs in) holds the settle no longer.
@@ -98,10 +103,6 @@ func (s *settler) fire() {
 		// while) waits for it: two at once would be two full
 		// collections back to back, past the settleShare bound.
 		wait = max(wait, s.quiet)
-	}
-	if s.stopped {
-		s.mu.Unlock()
-		return
 	}
 	if wait > 0 {
 		s.timer.Reset(wait)
