@@ -1,26 +1,31 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tsadmin-dev/tsadmin/internal/bare"
 )
 
 // heldStep is what one step of the held phase measured on one server:
 // with held idle interactive sessions open (n were asked for), the RSS
 // growth per session since none were, the one-shot conn/s with them
 // present (bare answers with as many rows as tsadmin's listing has), and
-// on tsadmin the server-side time of query session.
+// the server-side time of query session (on bare, of writing as many
+// bytes).
 type heldStep struct {
 	n, held   int
 	mem       float64       // KiB per held session
-	queryTook time.Duration // median, on the server; tsadmin only
+	queryTook time.Duration // median, on the server
 	rate      float64       // one-shot conn/s with them held
 	bytes     int64         // a one-shot's output then
 }
@@ -51,12 +56,10 @@ func (b *bench) holdSteps(s *server) (steps []heldStep, rate0 float64) {
 		if held > 0 {
 			st.mem = float64(rss(s.cmd.Process.Pid)-before) / float64(held)
 		}
-		if s.audit != "" {
-			for range 20 {
-				oneCommand(s.addr, cfg, "query session")
-			}
-			st.queryTook = serverQueryTime(s.audit)
+		for range 20 {
+			oneCommand(s.addr, cfg, "query session")
 		}
+		st.queryTook = queryTime(s, cfg)
 		st.rate, st.bytes = b.oneShotRate(s, cfg)
 		steps = append(steps, st)
 		select {
@@ -123,12 +126,26 @@ func openMany(addr string, cfg *ssh.ClientConfig, n int) []*ssh.Client {
 	return clients
 }
 
-// serverQueryTime is the median server-side time of the last 20 query
-// commands in tsadmin's audit log (its took_us), which leaves the
-// network and the client out.
-func serverQueryTime(auditPath string) time.Duration {
-	data, _ := os.ReadFile(auditPath)
+// queryTime is the median server-side time of s's last 20 answers to
+// query session: tsadmin's from its audit log (took_us), bare's from its
+// own count of how long each answer took to write (bare.TookCommand).
+// Both end when the last byte is handed to the library's channel, which
+// encrypts it and writes it to the socket.
+func queryTime(s *server, cfg *ssh.ClientConfig) time.Duration {
 	var d []time.Duration
+	if s.audit == "" {
+		var out bytes.Buffer
+		if runCommand(s.addr, cfg, bare.TookCommand, &out) != nil {
+			return 0
+		}
+		for _, l := range strings.Fields(out.String()) {
+			if us, err := strconv.ParseInt(l, 10, 64); err == nil {
+				d = append(d, time.Duration(us)*time.Microsecond)
+			}
+		}
+		return medianOfLast(d, 20)
+	}
+	data, _ := os.ReadFile(s.audit)
 	for _, l := range strings.Split(string(data), "\n") {
 		var rec struct {
 			Msg    string   `json:"msg"`
@@ -140,9 +157,12 @@ func serverQueryTime(auditPath string) time.Duration {
 		}
 		d = append(d, time.Duration(rec.TookUS)*time.Microsecond)
 	}
-	if len(d) > 20 {
-		d = d[len(d)-20:]
-	}
+	return medianOfLast(d, 20)
+}
+
+// medianOfLast is the median of d's last n, 0 if d is empty.
+func medianOfLast(d []time.Duration, n int) time.Duration {
+	d = slices.Clone(d[max(0, len(d)-n):])
 	if len(d) == 0 {
 		return 0
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -136,23 +137,29 @@ func clientConfig(s *server, signer ssh.Signer) *ssh.ClientConfig {
 // buffered 10,000 rows for each command would spend the cores the servers
 // are measured on.
 func oneCommand(addr string, cfg *ssh.ClientConfig, cmd string) (int64, error) {
-	c, err := ssh.Dial("tcp", addr, cfg)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	sess, err := c.NewSession()
-	if err != nil {
-		return 0, err
-	}
-	defer sess.Close()
 	var out byteCount
-	sess.Stdout = &out
-	err = sess.Run(cmd)
+	err := runCommand(addr, cfg, cmd, &out)
 	if err == nil && out == 0 {
 		err = fmt.Errorf("no output")
 	}
 	return int64(out), err
+}
+
+// runCommand opens a connection and runs cmd in one session, its output
+// to stdout.
+func runCommand(addr string, cfg *ssh.ClientConfig, cmd string, stdout io.Writer) error {
+	c, err := ssh.Dial("tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	sess.Stdout = stdout
+	return sess.Run(cmd)
 }
 
 // byteCount is an io.Writer that counts what it is given.

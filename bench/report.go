@@ -70,8 +70,8 @@ func (b *bench) printHeld() {
 		fmt.Printf("held %d (tsadmin %d, bare %d):\n", t.n, t.held, bare.held)
 		fmt.Printf("  memory per idle interactive session: tsadmin %.1f KiB (target <= %.0f KiB: %s), bare %.1f KiB\n",
 			t.mem, targetHeldKiB, verdict(t.held == t.n && t.mem <= targetHeldKiB), bare.mem)
-		fmt.Printf("  query session on the server: median %s (target <= %s: %s)\n",
-			t.queryTook, targetQueryTook, verdict(t.held == t.n && t.queryTook > 0 && t.queryTook <= targetQueryTook))
+		fmt.Printf("  query session on the server: median %s (target <= %s: %s); bare writing as many bytes: %s\n",
+			t.queryTook, targetQueryTook, verdict(t.held == t.n && t.queryTook > 0 && t.queryTook <= targetQueryTook), bare.queryTook)
 		fmt.Printf("  one-shot conn/s: %.0f, %.2f of none held, %d KB each (target >= %.1f: %s)\n",
 			t.rate, ratio, t.bytes/1000, targetRateRatio, verdict(t.held == t.n && ratio >= targetRateRatio))
 		// The ceiling: the library answering with as many rows, so that

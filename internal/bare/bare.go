@@ -11,16 +11,28 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 )
 
+// TookCommand is the command that bare answers, instead of a listing, with
+// how long its last answers took to write (microseconds, one a line, the
+// oldest first): the bench's figure beside tsadmin's took_us for the
+// same bytes. Keeping them is a slot in a ring, so that the ceiling pays
+// for no log.
+const TookCommand = "bare-took"
+
+// tookKept is how many of the latest answers' times bare keeps.
+const tookKept = 64
+
 // New returns the server: it accepts allowed only, holds an interactive
 // (PTY) session until the client goes, and answers a command with a
-// listing of the sessions it holds and the caller's.
+// listing of the sessions it holds and the caller's (TookCommand aside).
 func New(allowed gossh.PublicKey, hostKey gossh.Signer) *gliderssh.Server {
 	var held atomic.Int64
+	var took tookRing
 	return &gliderssh.Server{
 		HostSigners: []gliderssh.Signer{hostKey},
 		PublicKeyHandler: func(_ gliderssh.Context, key gliderssh.PublicKey) bool {
@@ -34,9 +46,44 @@ func New(allowed gossh.PublicKey, hostKey gossh.Signer) *gliderssh.Server {
 				io.Copy(io.Discard, s)
 				return
 			}
+			if s.RawCommand() == TookCommand {
+				s.Write(took.text())
+				return
+			}
+			start := time.Now()
 			s.Write(listing(int(held.Load()) + 1))
+			took.add(time.Since(start))
 		},
 	}
+}
+
+// tookRing keeps the latest tookKept durations.
+type tookRing struct {
+	mu   sync.Mutex
+	d    [tookKept]time.Duration
+	next int // slots written, ever
+}
+
+func (r *tookRing) add(d time.Duration) {
+	r.mu.Lock()
+	r.d[r.next%tookKept] = d
+	r.next++
+	r.mu.Unlock()
+}
+
+// text is the kept durations in microseconds, one a line, oldest first;
+// "none" when there are none (so that the answer is never empty).
+func (r *tookRing) text() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next == 0 {
+		return []byte("none\n")
+	}
+	var b []byte
+	for i := max(0, r.next-tookKept); i < r.next; i++ {
+		b = fmt.Appendf(b, "%d\n", r.d[i%tookKept].Microseconds())
+	}
+	return b
 }
 
 // The last listing built, for its row count: the rows change only when
