@@ -303,12 +303,16 @@ func (c *channel) start(ctx context.Context, req *gossh.Request) (func(), bool) 
 	c.session = session
 	c.mu.Unlock()
 	c.conn.addLive(session)
+	exec := req.Type == "exec"
 	return func() {
 		// shell.Session.Run recovers from its own panics; this guard is
 		// for the transport's part.
 		c.srv.safeGo("session", func() {
+			if exec {
+				growStack() // one command and gone; a shell idles
+			}
 			defer c.conn.removeLive(session)
-			session.Run(ctx, req.Type == "exec", raw)
+			session.Run(ctx, exec, raw)
 		}, func() { c.Exit(shell.StatusInternal) })
 	}, true
 }

@@ -64,6 +64,7 @@ func (s *Server) Serve(l net.Listener) error {
 // new, small one, and this stack goes back to the runtime for the next
 // handshake.
 func (s *Server) handleConn(conn net.Conn) {
+	growStack()
 	c := s.accept(conn)
 	if c == nil {
 		return
