@@ -1,8 +1,8 @@
 // Package bare is the benchmark's ceiling: a gliderlabs/ssh server that
-// accepts one public key and answers any command with a listing's bytes,
-// a header and a row per session it holds, its caller's included. It is
-// what anything built on the library must pay at least, for the same
-// output. bench/bare runs it as a process; the server package's
+// accepts one public key and answers any command but TookCommand with a
+// listing's bytes, a header and a row per session it holds, its caller's
+// included. It is what anything built on the library must pay at least,
+// for the same output. bench/bare runs it as a process; the server package's
 // benchmarks run it in theirs.
 package bare
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -69,6 +70,28 @@ func TestTookCommandReportsTheLatestAnswers(t *testing.T) {
 			if us, err := strconv.ParseInt(l, 10, 64); err != nil || us < 0 {
 				t.Fatalf("duration %q is not a count of microseconds", l)
 			}
+		}
+	}
+}
+
+// TestTookRingKeepsTheLatestOldestFirst adds more durations than the ring
+// keeps and reads them back: the last tookKept, oldest first, which is
+// what the bench's median of the last 20 lines relies on. The server test
+// above counts the lines only: a ring that kept the first tookKept, or
+// gave them newest first, would pass it.
+func TestTookRingKeepsTheLatestOldestFirst(t *testing.T) {
+	var r tookRing
+	const n = tookKept + 5
+	for i := 1; i <= n; i++ {
+		r.add(time.Duration(i) * time.Microsecond)
+	}
+	lines := strings.Fields(string(r.text()))
+	if len(lines) != tookKept {
+		t.Fatalf("%d durations, want %d", len(lines), tookKept)
+	}
+	for k, l := range lines {
+		if want := strconv.Itoa(n - tookKept + 1 + k); l != want {
+			t.Fatalf("duration %d is %s µs, want %s: not the latest, oldest first (%v)", k, l, want, lines)
 		}
 	}
 }
