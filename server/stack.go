@@ -6,11 +6,17 @@ package server
 // connection's handshake (handleConn) and a command's run both reach
 // stackAhead, so each paid three or four copies of an ever deeper stack:
 // in a CPU profile of 10,000 one-shot connections (tsadmin -cpuprofile),
-// about 35 µs of each connection's 1.4 ms of CPU was runtime.copystack under those
-// two goroutines. Called first, with a frame or two on the stack, the one
-// growth copies next to nothing. Only short-lived goroutines call it: the
-// handshake's hands the connection on to a fresh one, and an interactive
-// session's goroutine, which idles, never calls it.
+// about 35 µs of each connection's 1.4 ms of CPU was runtime.copystack
+// under those two goroutines. Called first, with a frame or two on the
+// stack, the one growth copies next to nothing.
+//
+// Only goroutines that end with their task call it: the handshake's hands
+// the connection on to a fresh one, and a command's ends with it (one may
+// wait, as logoff /delay does; a collection then shrinks its stack). An
+// interactive session's goroutine, which idles, never calls it. A client
+// that connects and sends nothing now holds 16 KB of stack more until the
+// login grace time ends it; max_startups bounds how many (100 by default:
+// under 2 MB).
 //
 //go:noinline
 func growStack() byte {
