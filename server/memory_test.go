@@ -3,7 +3,6 @@ package server
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"net"
 	"runtime"
 	"runtime/metrics"
 	"testing"
@@ -42,14 +41,12 @@ func startBare(b *testing.B, pub ed25519.PublicKey) (addr string) {
 	allowed, _ := gossh.NewPublicKey(pub)
 	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
 	hostKey, _ := gossh.NewSignerFromKey(hostPriv)
-	srv := bare.New(allowed, hostKey)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := bare.Start(allowed, hostKey)
 	if err != nil {
 		b.Fatal(err)
 	}
-	go srv.Serve(l)
-	b.Cleanup(func() { srv.Close() })
-	return l.Addr().String()
+	b.Cleanup(stop)
+	return addr
 }
 
 // benchmarkIdleMemory holds 1,000 idle interactive sessions on the server

@@ -9,6 +9,7 @@ package bare
 import (
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,19 @@ func New(allowed gossh.PublicKey, hostKey gossh.Signer) *gliderssh.Server {
 			took.add(time.Since(start))
 		},
 	}
+}
+
+// Start serves New(allowed, hostKey) in this process on a free port of
+// 127.0.0.1 and returns its address, and stop, which closes it: what the
+// server package's benchmarks and this package's tests run.
+func Start(allowed gossh.PublicKey, hostKey gossh.Signer) (addr string, stop func(), err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := New(allowed, hostKey)
+	go srv.Serve(l)
+	return l.Addr().String(), func() { srv.Close() }, nil
 }
 
 // tookRing keeps the latest tookKept durations.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,18 +22,16 @@ func TestTookCommandReportsTheLatestAnswers(t *testing.T) {
 	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
 	hostKey, _ := gossh.NewSignerFromKey(hostPriv)
 	signer, _ := gossh.NewSignerFromKey(priv)
-	srv := New(allowed, hostKey)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := Start(allowed, hostKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(stop)
 	cfg := &gossh.ClientConfig{User: "bench", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)},
 		HostKeyCallback: gossh.FixedHostKey(hostKey.PublicKey())}
 	run := func(cmd string) string {
 		t.Helper()
-		c, err := gossh.Dial("tcp", l.Addr().String(), cfg)
+		c, err := gossh.Dial("tcp", addr, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
